@@ -46,5 +46,135 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+# -- AA reference, mapping, observables ------------------------------------------------------
+def _cmd_aa_reference(args: argparse.Namespace) -> None:
+    from advcg.reference import run_aa_reference
+
+    ref = run_aa_reference(args.outdir, model=args.model, n_molecules=args.n_molecules,
+                           temperature=args.temperature, density=args.density,
+                           equilibration_ps=args.equilibration_ps, production_ps=args.production_ps,
+                           dump_interval_fs=args.dump_interval_fs, seed=args.seed,
+                           accelerator=args.accelerator, n_threads=args.threads,
+                           screen=not args.quiet, overwrite=args.overwrite)
+    logger.info("AA reference in %s: %.2f ns/day, %.0f s wall; topology %s, trajectory %s",
+                ref.outdir, ref.ns_per_day, ref.wall_time_s, ref.topology, ref.trajectory)
+
+
+def _register_aa_reference(sub: argparse._SubParsersAction) -> None:
+    from advcg.engine import ACCELERATORS
+    from advcg.reference import MODELS
+
+    p = sub.add_parser("aa-reference", help="run the all-atom water reference in LAMMPS",
+                       description="Rigid SPC/E or TIP4P/2005 water in NVT: writes aa.data "
+                                   "(topology), aa.dcd (unwrapped trajectory), log.lammps and "
+                                   "reference.json into OUTDIR, atomically.")
+    p.add_argument("--outdir", required=True, help="output directory (must not exist or be empty)")
+    p.add_argument("--model", choices=MODELS, default="spce", help="water model (default spce)")
+    p.add_argument("--n-molecules", type=int, default=512, help="number of molecules (default 512)")
+    p.add_argument("--temperature", type=float, default=300.0, help="K (default 300)")
+    p.add_argument("--density", type=float, default=1.0, help="g/cm^3 (default 1.0)")
+    p.add_argument("--equilibration-ps", type=float, default=20.0, help="ps (default 20)")
+    p.add_argument("--production-ps", type=float, default=100.0, help="ps (default 100)")
+    p.add_argument("--dump-interval-fs", type=float, default=20.0, help="fs between frames (default 20)")
+    p.add_argument("--seed", type=int, default=4928459, help="random seed (default 4928459)")
+    p.add_argument("--accelerator", choices=ACCELERATORS, default="auto", help="LAMMPS accelerator")
+    p.add_argument("--threads", type=int, default=None, help="OpenMP threads (default OMP_NUM_THREADS or 1)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUTDIR when done")
+    p.add_argument("--quiet", action="store_true", help="hide LAMMPS's output (thermo progress lines)")
+    p.set_defaults(func=_cmd_aa_reference)
+
+
+def _cmd_map(args: argparse.Namespace) -> None:
+    from advcg.mapping import map_to_beads
+
+    traj = map_to_beads(args.topology, args.trajectory or None, format=args.format,
+                        topology_format=args.topology_format, dt_ps=args.dt_ps, start=args.start,
+                        stop=args.stop, step=args.step, water_only=not args.any_liquid)
+    traj.save(args.output)
+
+
+def _register_map(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("map", help="map an AA trajectory to one bead per molecule (COM, unwrapped)",
+                       description="Reads any trajectory MDAnalysis reads with a topology that "
+                                   "defines molecules; writes a CG trajectory .npz (Å, fs).")
+    p.add_argument("--topology", required=True, help="LAMMPS data, TPR, GRO, PSF, PDB, ...")
+    p.add_argument("--trajectory", nargs="*", default=[], help="trajectory file(s); none: the topology's frame")
+    p.add_argument("--format", default=None, help="MDAnalysis trajectory format (e.g. LAMMPS, LAMMPSDUMP, XTC)")
+    p.add_argument("--topology-format", default=None, help="MDAnalysis topology format")
+    p.add_argument("--dt-ps", type=float, default=None,
+                   help="ps: MD timestep for LAMMPS dumps (required there), else frame spacing override")
+    p.add_argument("--start", type=int, default=None, help="first frame")
+    p.add_argument("--stop", type=int, default=None, help="stop before this frame")
+    p.add_argument("--step", type=int, default=None, help="frame stride")
+    p.add_argument("--any-liquid", action="store_true", help="accept molecules that are not water")
+    p.add_argument("--output", required=True, help="output .npz")
+    p.set_defaults(func=_cmd_map)
+
+
+def _load_observables(path: str, args: argparse.Namespace):  # -> Observables
+    """Observables of a CG trajectory .npz, or as saved in an observables JSON file."""
+    import json
+    from pathlib import Path
+
+    from advcg.observables import compute_observables, observables_from_json
+    from advcg.trajectory import CGTrajectory
+
+    file = Path(path)
+    if file.suffix.lower() == ".json":
+        if not file.is_file():
+            raise FileNotFoundError(f"observables file {file} does not exist")
+        try:
+            data = json.loads(file.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{file} is not valid JSON: {exc}") from exc
+        try:
+            return observables_from_json(data.get("observables", data))
+        except (ValueError, AttributeError) as exc:
+            raise ValueError(f"{file}: {exc}") from exc
+    traj = CGTrajectory.load(file)
+    return compute_observables(traj, r_max=args.r_max, rdf_bin_width=args.rdf_bin_width,
+                               adf_cutoff=args.adf_cutoff, adf_bin_width=args.adf_bin_width,
+                               fit_range_fs=tuple(args.fit_range_fs), step=args.step)
+
+
+def _cmd_observables(args: argparse.Namespace) -> None:
+    from advcg.observables import compare_observables, plot_observables, save_observables_json
+
+    if not (args.output_json or args.output_png):
+        raise ValueError("give --output-json and/or --output-png")
+    obs = _load_observables(args.trajectory, args)
+    reference = _load_observables(args.reference, args) if args.reference else None
+    comparison = compare_observables(obs, reference) if reference is not None else None
+    if comparison is not None:
+        logger.info("max |dg| = %.4f, ADF TV = %.4f, MSD ratios %s", comparison["rdf_max_abs_diff"],
+                    comparison["adf_total_variation"],
+                    {k: round(v, 3) for k, v in comparison["msd_ratios"].items()})
+    if obs.diffusion is not None:
+        logger.info("D = %.4g m^2/s", obs.diffusion.coefficient_si)
+    if args.output_json:
+        save_observables_json(args.output_json, obs, comparison, reference)
+    if args.output_png:
+        plot_observables(args.output_png, obs, reference)
+
+
+def _register_observables(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("observables", help="RDF, ADF, MSD and D of a CG trajectory (and metrics vs a reference)")
+    p.add_argument("--trajectory", required=True, help="CG trajectory .npz (or an observables .json)")
+    p.add_argument("--reference", default=None, help="reference CG trajectory .npz or observables .json")
+    p.add_argument("--output-json", default=None, help="observables (and comparison) JSON")
+    p.add_argument("--output-png", default=None, help="plot of RDF, ADF, MSD")
+    p.add_argument("--r-max", type=float, default=12.0, help="RDF range, Å (default 12)")
+    p.add_argument("--rdf-bin-width", type=float, default=0.05, help="Å (default 0.05)")
+    p.add_argument("--adf-cutoff", type=float, default=3.3, help="neighbour cutoff, Å (default 3.3)")
+    p.add_argument("--adf-bin-width", type=float, default=2.0, help="degrees (default 2)")
+    p.add_argument("--fit-range-fs", type=float, nargs=2, default=[10000.0, 50000.0],
+                   metavar=("LO", "HI"), help="fs range of the MSD fit for D (default 10000 50000)")
+    p.add_argument("--step", type=int, default=1, help="use every STEP-th frame for RDF and ADF")
+    p.set_defaults(func=_cmd_observables)
+
+
+_REGISTRY += [_register_aa_reference, _register_map, _register_observables]
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

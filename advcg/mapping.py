@@ -1,0 +1,310 @@
+"""Map an all-atom trajectory to one bead per molecule at the molecular centre of mass.
+
+.. math::
+
+    R_I(t) = \\frac{\\sum_{a \\in I} m_a\\, r_a(t)}{\\sum_{a \\in I} m_a}
+
+with each molecule made whole first (every atom put at the minimum image of the molecule's
+first atom, valid for molecules smaller than half the box) and the bead track then unwrapped in
+time: each frame-to-frame displacement is taken at its minimum image, so beads never jump across
+the box. Wrapped and already-unwrapped inputs give the same continuous track, provided no bead
+moves more than half a box edge between the frames read.
+
+Molecules come from the topology, in this order: GROMACS molecule numbers (``molnums``, TPR),
+bonded fragments (LAMMPS data, PSF, TPR), residues (GRO, PDB). Times are converted from
+MDAnalysis's ps to fs once, here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from advcg import units
+from advcg.trajectory import CGTrajectory
+
+logger = logging.getLogger(__name__)
+
+#: Allowed deviation (g/mol) of a molecule's mass from water's for ``water_only``.
+WATER_MASS_TOLERANCE = 0.05
+
+# Trajectory suffixes that MDAnalysis would misread or not recognise, and the format to use.
+_DUMP_SUFFIXES = (".lammpstrj", ".dump", ".lammpsdump")
+
+
+def _check_exists(path: str | os.PathLike, what: str) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} file {path} does not exist")
+    return path
+
+
+def _trajectory_format(topology: Path, trajectory: Path, fmt: str | None) -> str | None:
+    """MDAnalysis format name for ``trajectory``: explicit, or inferred where the suffix misleads."""
+    if fmt is not None:
+        return fmt
+    suffix = trajectory.suffix.lower()
+    if suffix in _DUMP_SUFFIXES:
+        return "LAMMPSDUMP"
+    if suffix == ".dcd" and topology.suffix.lower() in (".data", ".lmp", ".lammps"):
+        # LAMMPS writes DCD time in fs; MDAnalysis's default DCD reader assumes CHARMM units.
+        return "LAMMPS"
+    return None
+
+
+def load_universe(topology: str | os.PathLike, trajectory: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+                  *, format: str | None = None, topology_format: str | None = None,
+                  dt_ps: float | None = None) -> Any:
+    """Open ``topology`` (+ ``trajectory``) as an MDAnalysis Universe.
+
+    Parameters
+    ----------
+    topology
+        Topology file defining molecules (LAMMPS data, TPR, GRO, PSF, PDB, ...).
+    trajectory
+        Trajectory file(s); ``None`` uses the coordinates in ``topology``.
+    format
+        MDAnalysis trajectory format. Inferred when ``None``: ``LAMMPS`` for a DCD beside a
+        LAMMPS data file (LAMMPS DCDs use fs), ``LAMMPSDUMP`` for ``.lammpstrj``/``.dump``,
+        otherwise from the suffix.
+    topology_format
+        MDAnalysis topology format (default: from the suffix).
+    dt_ps
+        Time unit as MDAnalysis uses it, ps: for LAMMPS dumps the MD timestep (times are
+        step × dt; required), for other formats the time between frames (overrides the file's).
+
+    Raises
+    ------
+    FileNotFoundError
+        A file does not exist.
+    ValueError
+        A LAMMPS dump without ``dt_ps``, or a non-positive ``dt_ps``.
+    """
+    import MDAnalysis as mda
+
+    top = _check_exists(topology, "topology")
+    kwargs: dict[str, Any] = {}
+    if topology_format is not None:
+        kwargs["topology_format"] = topology_format
+    if dt_ps is not None:
+        if not dt_ps > 0:
+            raise ValueError(f"dt_ps must be > 0 (ps); got {dt_ps}")
+        kwargs["dt"] = float(dt_ps)
+    if trajectory is None:
+        return mda.Universe(str(top), **kwargs)
+    paths = [trajectory] if isinstance(trajectory, (str, os.PathLike)) else list(trajectory)
+    if not paths:
+        raise ValueError("trajectory: give at least one file (or None to use the topology's coordinates)")
+    trajs = [_check_exists(p, "trajectory") for p in paths]
+    fmt = _trajectory_format(top, trajs[0], format)
+    if fmt is not None:
+        kwargs["format"] = fmt
+    if fmt is not None and fmt.upper() == "LAMMPSDUMP" and dt_ps is None:
+        raise ValueError(f"{trajs[0]}: LAMMPS dumps store step numbers, not times; give dt_ps, "
+                         "the MD timestep in ps (e.g. 0.002)")
+    logger.info("reading %s with %s (format %s)", [str(p) for p in trajs], top, fmt or "by suffix")
+    files = [str(p) for p in trajs]
+    return mda.Universe(str(top), files if len(files) > 1 else files[0], **kwargs)
+
+
+def molecule_indices(universe: Any, water_only: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Atom indices of each molecule and the atom masses of one molecule.
+
+    Returns
+    -------
+    index : ndarray, shape (n_molecules, n_atoms_per_molecule)
+        Atom indices, molecules in order of first appearance, atoms in file order.
+    masses : ndarray, shape (n_atoms_per_molecule,)
+        Masses (g/mol) of the atoms of a molecule (identical for all molecules).
+
+    Raises
+    ------
+    ValueError
+        No molecule information, no masses, molecules of different composition, or (with
+        ``water_only``) a molecular mass that is not water's.
+    """
+    atoms = universe.atoms
+    name = getattr(universe, "filename", None) or "the topology"
+    if hasattr(atoms, "molnums"):
+        label, source = np.asarray(atoms.molnums), "molecule numbers"
+    elif hasattr(universe, "bonds") and len(universe.bonds) > 0:
+        label, source = np.asarray(atoms.fragindices), "bonded fragments"
+    else:
+        label, source = np.asarray(atoms.resindices), "residues"
+        if len(universe.residues) == 1 and len(atoms) > 1:
+            raise ValueError(f"{name} defines no molecules (no bonds, no molecule numbers, all "
+                             f"{len(atoms)} atoms in one residue): use a topology with molecule ids "
+                             "(LAMMPS data, TPR, PSF, GRO/PDB with one residue per molecule)")
+    if not hasattr(atoms, "masses"):
+        raise ValueError(f"{name} has no atom masses; use a topology with masses or known elements")
+    masses = np.asarray(atoms.masses, dtype=np.float64)
+    # Group atoms by molecule in order of first appearance, keeping file order inside each.
+    _, first, inverse, counts = np.unique(label, return_index=True, return_inverse=True, return_counts=True)
+    if np.any(counts != counts[0]):
+        sizes = np.unique(counts)
+        raise ValueError(f"{name}: molecules ({source}) have different numbers of atoms "
+                         f"{sizes.tolist()}; advcg maps a one-component liquid (water) only")
+    rank = np.argsort(np.argsort(first))  # molecule label -> order of appearance
+    order = np.lexsort((np.arange(len(atoms)), rank[inverse.ravel()]))
+    index = order.reshape(len(counts), counts[0])
+    mol_masses = masses[index]
+    if np.any(mol_masses.sum(axis=1) <= 0):
+        raise ValueError(f"{name}: molecules with zero total mass (masses missing?)")
+    if not np.allclose(mol_masses, mol_masses[0], rtol=0.0, atol=1e-4):
+        bad = int(np.argmax(np.any(~np.isclose(mol_masses, mol_masses[0], rtol=0.0, atol=1e-4), axis=1)))
+        raise ValueError(f"{name}: molecules differ in composition (atom masses {mol_masses[0].tolist()} "
+                         f"vs {mol_masses[bad].tolist()} in molecule {bad}); advcg maps a "
+                         "one-component liquid (water) only")
+    total = float(mol_masses[0].sum())
+    if water_only and abs(total - units.WATER_MASS) > WATER_MASS_TOLERANCE:
+        raise ValueError(f"{name}: molecular mass {total:.4f} g/mol is not water's "
+                         f"({units.WATER_MASS} ± {WATER_MASS_TOLERANCE}); pass water_only=False "
+                         "to map another one-component liquid")
+    logger.info("%d molecules of %d atoms (%s), mass %.4f g/mol", len(index), index.shape[1], source, total)
+    return index, mol_masses[0]
+
+
+def _orthogonal_box(dimensions: Any, frame: int) -> np.ndarray:
+    if dimensions is None:
+        raise ValueError(f"frame {frame} has no periodic box; advcg needs an orthogonal box")
+    dims = np.asarray(dimensions, dtype=np.float64)
+    if np.any(dims[:3] <= 0) or not np.allclose(dims[3:], 90.0, atol=1e-3):
+        raise ValueError(f"frame {frame} has box {dims.tolist()}; advcg needs an orthogonal "
+                         "periodic box (positive edges, 90° angles)")
+    return dims[:3]
+
+
+def molecular_centres(positions: np.ndarray, box: np.ndarray, index: np.ndarray,
+                      masses: np.ndarray) -> np.ndarray:
+    """Centres of mass of whole molecules from (possibly broken) atom positions.
+
+    Parameters
+    ----------
+    positions : ndarray, shape (n_frames, n_atoms, 3)
+        Atom positions, Å, wrapped or not.
+    box : ndarray, shape (n_frames, 3)
+        Orthogonal box edges, Å.
+    index : ndarray, shape (n_molecules, n_per)
+        Atom indices of each molecule.
+    masses : ndarray, shape (n_per,)
+        Atom masses of one molecule.
+
+    Returns
+    -------
+    ndarray, shape (n_frames, n_molecules, 3)
+        Centres of mass, each near its molecule's first atom.
+    """
+    x = positions[:, index, :]                       # (f, m, a, 3)
+    first = x[:, :, :1, :]
+    b = box[:, None, None, :]
+    d = x - first
+    d -= b * np.round(d / b)                         # whole: minimum image around atom 0
+    weights = masses / masses.sum()
+    return first[:, :, 0, :] + np.einsum("fmak,a->fmk", d, weights)
+
+
+def unwrap_tracks(centres: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """Remove periodic jumps from bead tracks.
+
+    Each frame-to-frame displacement is replaced by its minimum image; the first frame is kept.
+
+    Parameters
+    ----------
+    centres : ndarray, shape (n_frames, n_beads, 3)
+    box : ndarray, shape (n_frames, 3)
+
+    Returns
+    -------
+    ndarray, shape (n_frames, n_beads, 3)
+        Continuous tracks, equal to ``centres`` plus whole box vectors.
+    """
+    if len(centres) < 2:
+        return centres.copy()
+    step = np.diff(centres, axis=0)
+    b = box[1:, None, :]
+    shift = -b * np.round(step / b)
+    largest = np.max(np.abs(step + shift) / b)
+    if largest > 0.35:
+        logger.warning("beads move up to %.2f box edges between frames: unwrapping may be "
+                       "ambiguous (read frames more closely spaced)", largest)
+    out = centres.copy()
+    out[1:] += np.cumsum(shift, axis=0)
+    return out
+
+
+def map_universe(universe: Any, *, start: int | None = None, stop: int | None = None,
+                 step: int | None = None, water_only: bool = True) -> CGTrajectory:
+    """Map frames ``start:stop:step`` of an MDAnalysis Universe to COM beads.
+
+    See :func:`map_to_beads`.
+    """
+    index, masses = molecule_indices(universe, water_only=water_only)
+    frames = range(*slice(start, stop, step).indices(universe.trajectory.n_frames))
+    if len(frames) == 0:
+        raise ValueError(f"frames [{start}:{stop}:{step}] select nothing out of "
+                         f"{universe.trajectory.n_frames}")
+    n_atoms = len(universe.atoms)
+    chunk = max(1, 2_000_000 // max(1, n_atoms))     # frames per block: bounds the memory used
+    buffer = np.empty((min(chunk, len(frames)), n_atoms, 3))
+    centres = np.empty((len(frames), len(index), 3))
+    box = np.empty((len(frames), 3))
+    times = np.empty(len(frames))
+    for i, ts in enumerate(universe.trajectory[start:stop:step]):
+        buffer[i % chunk] = ts.positions
+        box[i] = _orthogonal_box(ts.dimensions, ts.frame)
+        times[i] = ts.time * units.FS_PER_PS
+        if i % chunk == chunk - 1 or i == len(frames) - 1:
+            lo = i - i % chunk
+            centres[lo:i + 1] = molecular_centres(buffer[:i + 1 - lo], box[lo:i + 1], index, masses)
+    tracks = unwrap_tracks(centres, box)
+    traj = CGTrajectory(tracks, box, times, float(masses.sum()))
+    logger.info("mapped %d frames (t = %.1f..%.1f fs) to %d beads", traj.n_frames,
+                times[0], times[-1], traj.n_beads)
+    return traj
+
+
+def map_to_beads(topology: str | os.PathLike, trajectory: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+                 *, format: str | None = None, topology_format: str | None = None,
+                 dt_ps: float | None = None, start: int | None = None, stop: int | None = None,
+                 step: int | None = None, water_only: bool = True) -> CGTrajectory:
+    """Read an AA trajectory and map each molecule to one bead at its centre of mass.
+
+    Parameters
+    ----------
+    topology
+        Topology defining molecules: LAMMPS data (molecule ids, masses, bonds), GROMACS
+        TPR or GRO, PSF, PDB (one residue per molecule).
+    trajectory
+        Trajectory file(s) (DCD, LAMMPS dump, XTC, TRR, ...); ``None``: the topology's
+        coordinates (one frame).
+    format, topology_format, dt_ps
+        See :func:`load_universe`.
+    start, stop, step
+        Frames to read (Python slice semantics).
+    water_only
+        Refuse molecules whose mass is not water's (18.0154 g/mol).
+
+    Returns
+    -------
+    CGTrajectory
+        Unwrapped bead positions (Å), box (Å), times (fs) and the molecular mass (g/mol).
+
+    Raises
+    ------
+    FileNotFoundError
+        A file does not exist.
+    ValueError
+        No molecule information, mixed or non-water molecules, no or non-orthogonal box,
+        an empty frame selection, or times not strictly increasing.
+    """
+    universe = load_universe(topology, trajectory, format=format, topology_format=topology_format,
+                             dt_ps=dt_ps)
+    try:
+        return map_universe(universe, start=start, stop=stop, step=step, water_only=water_only)
+    except ValueError as exc:
+        where = f"{topology}" + (f" + {trajectory}" if trajectory is not None else "")
+        raise ValueError(f"mapping {where}: {exc}") from exc
