@@ -176,5 +176,42 @@ def _register_observables(sub: argparse._SubParsersAction) -> None:
 _REGISTRY += [_register_aa_reference, _register_map, _register_observables]
 
 
+# -- export of the CG force field to LAMMPS ------------------------------------------------------
+def _cmd_export(args: argparse.Namespace) -> None:
+    from advcg.export import export_model
+    from advcg.potential import CGPotential
+
+    potential = CGPotential.from_json(args.parameters)
+    files = export_model(potential, args.outdir, n_beads=args.n_beads, density=args.density,
+                         temperature=args.temperature, damp_fs=args.damp, seed=args.seed,
+                         timestep=args.timestep, n_table=args.table_points)
+    logger.info("exported %s model to %s: deck %s (pair table %d rows)", files.variant,
+                files.directory, files.deck, files.pair_table.n_points)
+
+
+def _register_export(sub: argparse._SubParsersAction) -> None:
+    from advcg.export import DEFAULT_TABLE_POINTS
+
+    p = sub.add_parser("export", help="write LAMMPS tables, .sw file and an input deck for a CG potential",
+                       description="Reads a CG potential parameter file (JSON) and writes pair.table, "
+                                   "threebody.sw (+ angle.table), pair.in, parameters.json and "
+                                   "cg_water.in (run: cd OUTDIR && lmp -in cg_water.in -var nsteps N "
+                                   "-var seed S) into OUTDIR, atomically.")
+    p.add_argument("--parameters", required=True, help="CG potential parameters (JSON)")
+    p.add_argument("--outdir", required=True, help="output directory")
+    p.add_argument("--n-beads", type=int, default=512, help="beads in the deck's box (default 512)")
+    p.add_argument("--density", type=float, default=0.997, help="g/cm^3 (default 0.997)")
+    p.add_argument("--temperature", type=float, default=300.0, help="K (default 300)")
+    p.add_argument("--damp", type=float, default=100.0, help="Langevin damping time 1/gamma, fs (default 100)")
+    p.add_argument("--seed", type=int, default=12345, help="default LAMMPS seed of the deck (default 12345)")
+    p.add_argument("--timestep", type=float, default=2.0, help="fs (default 2)")
+    p.add_argument("--table-points", type=int, default=DEFAULT_TABLE_POINTS,
+                   help=f"pair-table rows (default {DEFAULT_TABLE_POINTS})")
+    p.set_defaults(func=_cmd_export)
+
+
+_REGISTRY.append(_register_export)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
