@@ -11,7 +11,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
+
+if TYPE_CHECKING:
+    from advcg.observables import Observables
 
 logger = logging.getLogger("advcg")
 
@@ -111,7 +114,7 @@ def _register_map(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_map)
 
 
-def _load_observables(path: str, args: argparse.Namespace):  # -> Observables
+def _load_observables(path: str, args: argparse.Namespace) -> "Observables":
     """Observables of a CG trajectory .npz, or as saved in an observables JSON file."""
     import json
     from pathlib import Path

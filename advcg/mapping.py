@@ -32,7 +32,11 @@ logger = logging.getLogger(__name__)
 #: Allowed deviation (g/mol) of a molecule's mass from water's for ``water_only``.
 WATER_MASS_TOLERANCE = 0.05
 
-# Trajectory suffixes that MDAnalysis would misread or not recognise, and the format to use.
+#: A file path, or one or more of them.
+PathLike = str | os.PathLike
+Paths = PathLike | Sequence[PathLike]
+
+# Suffixes of LAMMPS text dumps, which MDAnalysis does not recognise by itself.
 _DUMP_SUFFIXES = (".lammpstrj", ".dump", ".lammpsdump")
 
 
@@ -56,8 +60,8 @@ def _trajectory_format(topology: Path, trajectory: Path, fmt: str | None) -> str
     return None
 
 
-def load_universe(topology: str | os.PathLike, trajectory: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
-                  *, format: str | None = None, topology_format: str | None = None,
+def load_universe(topology: PathLike, trajectory: Paths | None = None, *,
+                  format: str | None = None, topology_format: str | None = None,
                   dt_ps: float | None = None) -> Any:
     """Open ``topology`` (+ ``trajectory``) as an MDAnalysis Universe.
 
@@ -267,8 +271,8 @@ def map_universe(universe: Any, *, start: int | None = None, stop: int | None = 
     return traj
 
 
-def map_to_beads(topology: str | os.PathLike, trajectory: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
-                 *, format: str | None = None, topology_format: str | None = None,
+def map_to_beads(topology: PathLike, trajectory: Paths | None = None, *,
+                 format: str | None = None, topology_format: str | None = None,
                  dt_ps: float | None = None, start: int | None = None, stop: int | None = None,
                  step: int | None = None, water_only: bool = True) -> CGTrajectory:
     """Read an AA trajectory and map each molecule to one bead at its centre of mass.

@@ -203,9 +203,7 @@ def rdf(traj: CGTrajectory, r_max: float = 12.0, bin_width: float = 0.05, step: 
 
 # -- ADF --------------------------------------------------------------------------------------
 def _frame_angles(x: np.ndarray, box: np.ndarray, cutoff: float) -> np.ndarray:
-    """Cosines of all angles j-i-k (j < k neighbours of i within ``cutoff``) in one frame.
-
-    """
+    """Cosines of all angles j-i-k (j < k neighbours of i within ``cutoff``) in one frame."""
     from MDAnalysis.lib.distances import self_capped_distance
 
     # Candidate pairs (i < j) from MDAnalysis's grid search, which works in single precision:

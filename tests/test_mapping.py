@@ -135,6 +135,18 @@ def test_centres_and_unwrapping_vectorised(water):
     np.testing.assert_allclose(tracks - tracks[0], com - com[0], atol=1e-9)
 
 
+def test_frames_too_far_apart_are_flagged(caplog):
+    box = np.full((2, 3), 10.0)
+    tracks = np.array([[[1.0, 1.0, 1.0]], [[5.8, 1.0, 1.0]]])   # 0.48 box edges in one frame
+    with caplog.at_level("WARNING", logger="advcg.mapping"):
+        unwrap_tracks(tracks, box)
+    assert "ambiguous" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="advcg.mapping"):
+        unwrap_tracks(tracks * [[[1.0, 1.0, 1.0]], [[0.5, 1.0, 1.0]]], box)
+    assert caplog.text == ""
+
+
 def test_lammps_data_and_dcd_with_interleaved_atoms(tmp_path, water):
     com, atoms = water
     order = np.argsort(np.tile([0, 1, 2], N_MOL), kind="stable")  # all O, then all H1, all H2
