@@ -23,7 +23,7 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -212,6 +212,15 @@ class CGPotential(nn.Module):
             check_neighbor_list(neighbors, x, box_t, self.r_cut)
         return build_geometry(x, box_t, neighbors, self.r_cut, self.threebody.cutoff)
 
+    @staticmethod
+    def _chunks(geo: Geometry) -> Iterator[tuple[int, int, Geometry]]:
+        """``(start, stop, sub_geometry)`` over frame ranges of about ``_CHUNK_PAIRS`` pairs."""
+        per_frame = max(1, geo.pair_i.numel() // max(1, geo.n_frames))
+        step = max(1, _CHUNK_PAIRS // per_frame)
+        for start in range(0, geo.n_frames, step):
+            stop = min(start + step, geo.n_frames)
+            yield start, stop, geo.frames(start, stop)
+
     # -- evaluation core -----------------------------------------------------------------------
     def _pair_vectors(self, flat: torch.Tensor, geo: Geometry) -> tuple[torch.Tensor, torch.Tensor]:
         d = flat[geo.pair_j] - flat[geo.pair_i] - geo.pair_shift
@@ -350,9 +359,11 @@ class CGPotential(nn.Module):
         with torch.no_grad():
             x, box_t, lead = _as_batch(positions, box)
             geo = self._resolve(x, box_t, neighbors)
+            n_beads = x.shape[1]
             flat = x.reshape(-1, 3)
-            out = self._pair_basis_forces(flat, geo)
-            return out.reshape(*lead, x.shape[1], 3, self.pair.n_coefficients)
+            out = torch.cat([self._pair_basis_forces(flat[a * n_beads:b * n_beads], sub)
+                             for a, b, sub in self._chunks(geo)])
+            return out.reshape(*lead, n_beads, 3, self.pair.n_coefficients)
 
     def _pair_basis_forces(self, flat: torch.Tensor, geo: Geometry) -> torch.Tensor:
         """``(n_flat, 3, n_coefficients)`` pair-basis forces for a geometry."""
@@ -372,7 +383,8 @@ class CGPotential(nn.Module):
 
         Exact for every parameter: the three-body force depends on θ only through
         :math:`g`, so :math:`\partial F/\partial\theta_p` is the force of the triplet energy with
-        :math:`g` replaced by :math:`\partial g/\partial\theta_p`.
+        :math:`g` replaced by :math:`\partial g/\partial\theta_p`. Prefer
+        :meth:`force_parameter_vjp` when only :math:`w \cdot \partial F/\partial\theta` is needed.
 
         Returns
         -------
@@ -384,23 +396,37 @@ class CGPotential(nn.Module):
             n_beads = x.shape[1]
             geo = self._resolve(x, box_t, neighbors)
             flat = x.reshape(-1, 3)
-            n_flat = flat.shape[0]
-            pair_part = self._pair_basis_forces(flat, geo)
-            d, r = self._pair_vectors(flat, geo)
-            d1, d2, r1, r2, cos_theta = self._triplet_vectors(d, r, geo)
-            f1, df1, f2, df2 = self.threebody.legs(r1, r2)
-            index, dg, dgc = self.threebody.angular_parameter_terms(cos_theta)
-            grad1, grad2 = ThreeBody.leg_gradients(
-                d1, d2, r1, r2, cos_theta, (df1 * f2).unsqueeze(-1) * dg,
-                (f1 * df2).unsqueeze(-1) * dg, (f1 * f2).unsqueeze(-1) * dgc)  # (T, L, 3)
-            n3 = self.threebody.n_parameters
-            three = flat.new_zeros(n_flat * n3, 3)
-            three.index_add_(0, (geo.trip_j.unsqueeze(-1) * n3 + index).reshape(-1), -grad1.reshape(-1, 3))
-            three.index_add_(0, (geo.trip_k.unsqueeze(-1) * n3 + index).reshape(-1), -grad2.reshape(-1, 3))
-            three.index_add_(0, (geo.trip_center.unsqueeze(-1) * n3 + index).reshape(-1),
-                             (grad1 + grad2).reshape(-1, 3))
-            three = three.reshape(n_flat, n3, 3).permute(0, 2, 1)
-            return torch.cat([pair_part, three], dim=-1).reshape(*lead, n_beads, 3, self.n_parameters)
+            parts = []
+            for start, stop, sub in self._chunks(geo):
+                local = flat[start * n_beads:stop * n_beads]
+                parts.append(torch.cat([self._pair_basis_forces(local, sub),
+                                        self._threebody_parameter_forces(local, sub)], dim=-1))
+            return torch.cat(parts).reshape(*lead, n_beads, 3, self.n_parameters)
+
+    def _threebody_terms(self, flat: torch.Tensor, geo: Geometry
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-triplet parameter indices, ∂E/∂θ_p, and ∂(∂E/∂d1)/∂θ_p, ∂(∂E/∂d2)/∂θ_p."""
+        d, r = self._pair_vectors(flat, geo)
+        d1, d2, r1, r2, cos_theta = self._triplet_vectors(d, r, geo)
+        f1, df1, f2, df2 = self.threebody.legs(r1, r2)
+        index, dg, dgc = self.threebody.angular_parameter_terms(cos_theta)
+        f12 = (f1 * f2).unsqueeze(-1)
+        grad1, grad2 = ThreeBody.leg_gradients(
+            d1, d2, r1, r2, cos_theta, (df1 * f2).unsqueeze(-1) * dg,
+            (f1 * df2).unsqueeze(-1) * dg, f12 * dgc)  # (T, L, 3)
+        return index, f12 * dg, grad1, grad2
+
+    def _threebody_parameter_forces(self, flat: torch.Tensor, geo: Geometry) -> torch.Tensor:
+        """``(n_flat, 3, n_threebody_parameters)`` three-body force Jacobian for a geometry."""
+        index, _, grad1, grad2 = self._threebody_terms(flat, geo)
+        n3 = self.threebody.n_parameters
+        n_flat = flat.shape[0]
+        three = flat.new_zeros(n_flat * n3, 3)
+        three.index_add_(0, (geo.trip_j.unsqueeze(-1) * n3 + index).reshape(-1), -grad1.reshape(-1, 3))
+        three.index_add_(0, (geo.trip_k.unsqueeze(-1) * n3 + index).reshape(-1), -grad2.reshape(-1, 3))
+        three.index_add_(0, (geo.trip_center.unsqueeze(-1) * n3 + index).reshape(-1),
+                         (grad1 + grad2).reshape(-1, 3))
+        return three.reshape(n_flat, n3, 3).permute(0, 2, 1)
 
     def force_parameter_vjp(self, positions: torch.Tensor, box: torch.Tensor | np.ndarray | list[float],
                             weights: torch.Tensor, per_bead: bool = False,
@@ -435,48 +461,48 @@ class CGPotential(nn.Module):
             if w.shape != positions.shape:
                 raise ValueError(f"weights must have the shape of positions {tuple(positions.shape)}, "
                                  f"got {tuple(w.shape)}")
-            n_frames, n_beads = x.shape[0], x.shape[1]
+            n_beads = x.shape[1]
             geo = self._resolve(x, box_t, neighbors)
             flat = x.reshape(-1, 3)
             w_flat = w.reshape(-1, 3)
-            p = self.pair
-            k = p.n_coefficients + 3
-            n3 = self.threebody.n_parameters
-            rows = flat.shape[0] if per_bead else n_frames
-            pair_out = flat.new_zeros(rows * k)
-            three_out = flat.new_zeros(rows * n3)
-            d, r = self._pair_vectors(flat, geo)
-            index, _, dbeta, _ = p.local(r, p.r_min, p.spacing, p.n_intervals)
-            scale = dbeta / r.unsqueeze(-1)  # (M, 4)
-            wi = (w_flat[geo.pair_i] * d).sum(-1, keepdim=True)
-            wj = (w_flat[geo.pair_j] * d).sum(-1, keepdim=True)
-            if per_bead:
-                pair_out.index_add_(0, (geo.pair_i.unsqueeze(-1) * k + index).reshape(-1), (scale * wi).reshape(-1))
-                pair_out.index_add_(0, (geo.pair_j.unsqueeze(-1) * k + index).reshape(-1), (-scale * wj).reshape(-1))
-            else:
-                pair_out.index_add_(0, (geo.pair_frame.unsqueeze(-1) * k + index).reshape(-1),
-                                    (scale * (wi - wj)).reshape(-1))
-            d1, d2, r1, r2, cos_theta = self._triplet_vectors(d, r, geo)
-            f1, df1, f2, df2 = self.threebody.legs(r1, r2)
-            index3, dg, dgc = self.threebody.angular_parameter_terms(cos_theta)
-            grad1, grad2 = ThreeBody.leg_gradients(
-                d1, d2, r1, r2, cos_theta, (df1 * f2).unsqueeze(-1) * dg,
-                (f1 * df2).unsqueeze(-1) * dg, (f1 * f2).unsqueeze(-1) * dgc)  # (T, L, 3)
-            wj3 = w_flat[geo.trip_j].unsqueeze(1)
-            wk3 = w_flat[geo.trip_k].unsqueeze(1)
-            wc3 = w_flat[geo.trip_center].unsqueeze(1)
-            on_j = -(grad1 * wj3).sum(-1)
-            on_k = -(grad2 * wk3).sum(-1)
-            on_c = ((grad1 + grad2) * wc3).sum(-1)
-            if per_bead:
-                for bead, value in ((geo.trip_j, on_j), (geo.trip_k, on_k), (geo.trip_center, on_c)):
-                    three_out.index_add_(0, (bead.unsqueeze(-1) * n3 + index3).reshape(-1), value.reshape(-1))
-            else:
-                three_out.index_add_(0, (geo.trip_frame.unsqueeze(-1) * n3 + index3).reshape(-1),
-                                     (on_j + on_k + on_c).reshape(-1))
-            out = torch.cat([pair_out.reshape(rows, k)[:, :p.n_coefficients], three_out.reshape(rows, n3)], -1)
+            parts = []
+            for start, stop, sub in self._chunks(geo):
+                rows = slice(start * n_beads, stop * n_beads)
+                parts.append(self._vjp(flat[rows], w_flat[rows], sub, per_bead))
+            out = torch.cat(parts)
             shape = (*lead, n_beads, self.n_parameters) if per_bead else (*lead, self.n_parameters)
             return out.reshape(shape)
+
+    def _vjp(self, flat: torch.Tensor, w_flat: torch.Tensor, geo: Geometry, per_bead: bool) -> torch.Tensor:
+        """:meth:`force_parameter_vjp` for one geometry: ``(rows, n_parameters)``."""
+        p = self.pair
+        k = p.n_coefficients + 3
+        n3 = self.threebody.n_parameters
+        rows = flat.shape[0] if per_bead else geo.n_frames
+        pair_out = flat.new_zeros(rows * k)
+        three_out = flat.new_zeros(rows * n3)
+        d, r = self._pair_vectors(flat, geo)
+        index, _, dbeta, _ = p.local(r, p.r_min, p.spacing, p.n_intervals)
+        scale = dbeta / r.unsqueeze(-1)  # (M, 4)
+        wi = (w_flat[geo.pair_i] * d).sum(-1, keepdim=True)
+        wj = (w_flat[geo.pair_j] * d).sum(-1, keepdim=True)
+        if per_bead:
+            pair_out.index_add_(0, (geo.pair_i.unsqueeze(-1) * k + index).reshape(-1), (scale * wi).reshape(-1))
+            pair_out.index_add_(0, (geo.pair_j.unsqueeze(-1) * k + index).reshape(-1), (-scale * wj).reshape(-1))
+        else:
+            pair_out.index_add_(0, (geo.pair_frame.unsqueeze(-1) * k + index).reshape(-1),
+                                (scale * (wi - wj)).reshape(-1))
+        index3, _, grad1, grad2 = self._threebody_terms(flat, geo)
+        on_j = -(grad1 * w_flat[geo.trip_j].unsqueeze(1)).sum(-1)
+        on_k = -(grad2 * w_flat[geo.trip_k].unsqueeze(1)).sum(-1)
+        on_c = ((grad1 + grad2) * w_flat[geo.trip_center].unsqueeze(1)).sum(-1)
+        if per_bead:
+            for bead, value in ((geo.trip_j, on_j), (geo.trip_k, on_k), (geo.trip_center, on_c)):
+                three_out.index_add_(0, (bead.unsqueeze(-1) * n3 + index3).reshape(-1), value.reshape(-1))
+        else:
+            three_out.index_add_(0, (geo.trip_frame.unsqueeze(-1) * n3 + index3).reshape(-1),
+                                 (on_j + on_k + on_c).reshape(-1))
+        return torch.cat([pair_out.reshape(rows, k)[:, :p.n_coefficients], three_out.reshape(rows, n3)], -1)
 
     def energy_gradient(self, positions: torch.Tensor, box: torch.Tensor | np.ndarray | list[float],
                         neighbors: NeighborList | Geometry | None = None) -> torch.Tensor:
@@ -505,13 +531,10 @@ class CGPotential(nn.Module):
             pair_part = flat.new_zeros(n_frames * k).index_add_(
                 0, (geo.pair_frame.unsqueeze(-1) * k + index).reshape(-1), beta.reshape(-1))
             pair_part = pair_part.reshape(n_frames, k)[:, :p.n_coefficients]
-            d1, d2, r1, r2, cos_theta = self._triplet_vectors(d, r, geo)
-            f1, _, f2, _ = self.threebody.legs(r1, r2)
-            index3, dg, _ = self.threebody.angular_parameter_terms(cos_theta)
+            index3, de, _, _ = self._threebody_terms(flat, geo)
             n3 = self.threebody.n_parameters
             three = flat.new_zeros(n_frames * n3).index_add_(
-                0, (geo.trip_frame.unsqueeze(-1) * n3 + index3).reshape(-1),
-                ((f1 * f2).unsqueeze(-1) * dg).reshape(-1))
+                0, (geo.trip_frame.unsqueeze(-1) * n3 + index3).reshape(-1), de.reshape(-1))
             return torch.cat([pair_part, three.reshape(n_frames, n3)], -1).reshape(*lead, self.n_parameters)
 
     # -- serialisation ---------------------------------------------------------------------------

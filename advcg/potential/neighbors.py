@@ -30,6 +30,9 @@ import torch
 
 logger = logging.getLogger(__name__)
 
+# pairs handled per vectorised pass over frames
+_CHUNK_PAIRS = 40000
+
 __all__ = ["NeighborList", "Geometry", "build_pairs", "build_neighbor_list", "build_geometry",
            "minimum_image"]
 
@@ -100,7 +103,7 @@ def build_pairs(positions: torch.Tensor, box: torch.Tensor, cutoff: float,
     Returns
     -------
     i, j
-        ``(n_pairs,)`` int64 each, ``i < j``, sorted by ``(i, j)``.
+        ``(n_pairs,)`` int64 each, ``i < j`` (order depends on the method, deterministic).
     """
     if method not in ("auto", "kdtree", "brute"):
         raise ValueError(f"neighbour search method must be auto, kdtree or brute, got {method!r}")
@@ -112,9 +115,6 @@ def build_pairs(positions: torch.Tensor, box: torch.Tensor, cutoff: float,
         pairs = torch.from_numpy(_pairs_kdtree(x.cpu().numpy(), box.cpu().numpy(), cutoff)).to(x.device)
     else:
         pairs = _pairs_brute(x, box, cutoff, chunk)
-    key = pairs[:, 0] * x.shape[0] + pairs[:, 1]
-    order = torch.argsort(key)
-    pairs = pairs[order]
     return pairs[:, 0].contiguous(), pairs[:, 1].contiguous()
 
 
@@ -299,15 +299,18 @@ def build_geometry(positions: torch.Tensor, box: torch.Tensor, neighbors: Neighb
         box = box.to(x)
         n_frames, n_beads = x.shape[0], x.shape[1]
         flat_i, flat_j, shifts, frames = [], [], [], []
-        for start, stop, i, j in neighbors.groups:
-            delta, shift = minimum_image(x[start:stop, j] - x[start:stop, i], box)
-            r2 = (delta * delta).sum(-1)
-            f, p = torch.nonzero(r2 < r_cut * r_cut, as_tuple=True)
-            frame = f + start
-            flat_i.append(frame * n_beads + i[p])
-            flat_j.append(frame * n_beads + j[p])
-            shifts.append(shift[f, p])
-            frames.append(frame)
+        for first, last, i, j in neighbors.groups:
+            step = max(1, _CHUNK_PAIRS // max(1, i.numel()))  # frames per pass (cache-sized)
+            for start in range(first, last, step):
+                stop = min(start + step, last)
+                delta, shift = minimum_image(x[start:stop, j] - x[start:stop, i], box)
+                r2 = (delta * delta).sum(-1)
+                f, p = torch.nonzero(r2 < r_cut * r_cut, as_tuple=True)
+                frame = f + start
+                flat_i.append(frame * n_beads + i[p])
+                flat_j.append(frame * n_beads + j[p])
+                shifts.append(shift[f, p])
+                frames.append(frame)
         pair_i, pair_j = torch.cat(flat_i), torch.cat(flat_j)
         pair_shift, pair_frame = torch.cat(shifts), torch.cat(frames)
         if r_three is not None and pair_i.numel():
