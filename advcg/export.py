@@ -355,6 +355,9 @@ def write_threebody(potential: CGPotential, sw_path: str | os.PathLike,
 def pair_commands(files: ExportedModel, relative_to: str | os.PathLike | None = None) -> list[str]:
     """The ``pair_style``/``pair_coeff`` commands that load an exported model.
 
+    Both variants need ``newton on`` (LAMMPS's default; ``sw/angle/table`` refuses ``newton
+    off``); the commands work with the plain, ``/omp`` and (``sw`` only) ``/kk`` styles.
+
     Parameters
     ----------
     files
