@@ -1,0 +1,142 @@
+"""CG LAMMPS runs driven from Python: a box of beads with an exported model, run with the training
+dynamics of :mod:`advcg.langevin`.
+
+The system is built directly in the Python-driven instance (no data file): one atom type of mass
+:data:`advcg.units.WATER_MASS`, an orthogonal periodic box and given starting positions (typically
+a frame of the mapped AA trajectory, so runs start from a liquid without overlaps).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from advcg.engine import Accelerator, Engine
+from advcg.export import ExportedModel, pair_commands
+from advcg.langevin import GaussianLangevin, LangevinSpec, RecordPlan, Recording
+from advcg.trajectory import CGTrajectory
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CGSystem:
+    """A periodic box of CG beads.
+
+    Parameters
+    ----------
+    positions : (n_beads, 3)
+        Starting positions, Å (any periodic image: they are wrapped into the box).
+    box : (3,)
+        Orthogonal box edges, Å.
+    mass
+        Bead mass, g/mol.
+    """
+
+    positions: np.ndarray
+    box: np.ndarray
+    mass: float
+
+    def __post_init__(self) -> None:
+        positions = np.asarray(self.positions, dtype=float)
+        box = np.asarray(self.box, dtype=float)
+        if positions.ndim != 2 or positions.shape[1] != 3 or len(positions) < 2:
+            raise ValueError(f"CG system: positions must be (n_beads >= 2, 3), got {positions.shape}")
+        if box.shape != (3,) or not np.all(np.isfinite(box)) or np.any(box <= 0):
+            raise ValueError(f"CG system: box must be 3 positive edges in Å, got {box}")
+        if not np.all(np.isfinite(positions)):
+            raise ValueError("CG system: positions contain NaN or inf")
+        object.__setattr__(self, "positions", np.mod(positions, box))
+        object.__setattr__(self, "box", box)
+
+    @classmethod
+    def from_trajectory(cls, traj: CGTrajectory, frame: int = -1) -> "CGSystem":
+        """The beads and box of one frame of a (mapped AA) trajectory."""
+        return cls(traj.positions[frame], traj.box[frame], traj.mass)
+
+    @property
+    def n_beads(self) -> int:
+        return len(self.positions)
+
+
+def build_engine(system: CGSystem, model: ExportedModel, temperature: float, timestep: float,
+                 velocity_seed: int, accelerator: Accelerator | str = "auto",
+                 log_file: str | None = None) -> Engine:
+    """A LAMMPS instance holding ``system`` with the exported ``model``, velocities drawn at
+    ``temperature`` (zero total momentum), ready for :class:`~advcg.langevin.GaussianLangevin`."""
+    engine = Engine(accelerator, log_file=log_file)
+    lx, ly, lz = (float(edge) for edge in system.box)
+    engine.commands([
+        "units real", "atom_style atomic", "boundary p p p", "atom_modify map array",
+        f"region box block 0 {lx!r} 0 {ly!r} 0 {lz!r}", "create_box 1 box",
+        f"mass 1 {float(system.mass)!r}",
+    ])
+    n = system.n_beads
+    engine.lmp.create_atoms(n, list(range(1, n + 1)), [1] * n, system.positions.reshape(-1).tolist())
+    if engine.n_atoms != n:
+        raise RuntimeError(f"LAMMPS created {engine.n_atoms} of {n} beads")
+    engine.commands(pair_commands(model))
+    engine.commands([
+        "neighbor 2.0 bin", "neigh_modify every 1 delay 0 check yes",
+        f"timestep {float(timestep)!r}", "thermo 0",
+        f"velocity all create {float(temperature)!r} {int(velocity_seed)} mom yes rot no dist gaussian",
+    ])
+    return engine
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A CG run: equilibration, then production with recorded windows and frames.
+
+    Parameters
+    ----------
+    equilibration_steps
+        Steps run (and discarded) first.
+    production_steps
+        Steps of the recorded run.
+    frame_every
+        Keep a frame every this many production steps (0: none).
+    window_starts, window_steps
+        Training windows (see :class:`~advcg.langevin.RecordPlan`).
+    """
+
+    equilibration_steps: int
+    production_steps: int
+    frame_every: int = 0
+    window_starts: tuple[int, ...] = ()
+    window_steps: int = 0
+
+    @classmethod
+    def evenly_spaced_windows(cls, n_windows: int, window_steps: int, spacing_steps: int,
+                              equilibration_steps: int, frame_every: int = 0) -> "RunPlan":
+        """``n_windows`` windows, one every ``spacing_steps`` (>= ``window_steps``)."""
+        if spacing_steps < window_steps:
+            raise ValueError(f"window spacing ({spacing_steps} steps) is shorter than a window "
+                             f"({window_steps} steps)")
+        starts = tuple(2 + k * spacing_steps for k in range(n_windows))
+        production = 2 + n_windows * spacing_steps
+        if frame_every:
+            production = frame_every * math.ceil(production / frame_every)
+        return cls(equilibration_steps, production, frame_every, starts, window_steps)
+
+
+def run_cg(engine: Engine, dynamics: LangevinSpec, plan: RunPlan) -> Recording:
+    """Equilibrate, then run production with the recording that ``plan`` asks for."""
+    integrator = GaussianLangevin(engine, dynamics)
+    if plan.equilibration_steps:
+        integrator.run(plan.equilibration_steps)
+    logger.info("CG production: %d steps, %d windows of %d steps, a frame every %d steps",
+                plan.production_steps, len(plan.window_starts), plan.window_steps, plan.frame_every)
+    return integrator.run(plan.production_steps, RecordPlan(
+        frame_every=plan.frame_every, window_starts=plan.window_starts,
+        window_steps=plan.window_steps))
+
+
+def recording_trajectory(recording: Recording, timestep: float, mass: float) -> CGTrajectory:
+    """The recorded frames as a :class:`CGTrajectory` (times in fs from the first frame)."""
+    times = (recording.frame_steps - recording.frame_steps[0]) * timestep
+    box = np.broadcast_to(recording.box, (len(times), 3))
+    return CGTrajectory(positions=recording.frames, box=box, times=times.astype(float), mass=mass)
