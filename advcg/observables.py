@@ -32,6 +32,7 @@ Units: Å, fs (D in Å²/fs, and m²/s via :func:`advcg.units.diffusion_to_si`).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -548,6 +549,18 @@ def save_observables_json(path: str | os.PathLike, obs: Observables,
         record["comparison"] = clean
     write_json(path, record)
     return Path(path)
+
+
+def load_observables_json(path: str | os.PathLike) -> Observables:
+    """Read the ``observables`` entry of a file written by :func:`save_observables_json`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"observables file {path} does not exist")
+    try:
+        record = json.loads(path.read_text())
+        return observables_from_json(record["observables"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: not an advcg observables file ({exc})") from exc
 
 
 def plot_observables(path: str | os.PathLike, obs: Observables, reference: Observables | None = None,

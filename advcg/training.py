@@ -1,0 +1,264 @@
+"""One adversarial round, as stages that each read and write files (METHOD §6).
+
+==================  ====================================================================
+stage               in → out
+==================  ====================================================================
+``simulate``        state k, AA trajectory → CG recording (frames + per-step window paths)
+``cg_features``     CG recording → per-bead window features of the CG windows
+``aa_features``     AA trajectory → per-bead window features of the AA windows (once)
+``discriminate``    AA + CG features, discriminator k−1 → discriminator k, training log
+``update``          state k, recording, CG features, discriminator k → state k+1, gradient report
+``evaluate``        state, AA observables → CG observables and metrics against AA
+==================  ====================================================================
+
+Each stage is a function of files so that the pipeline (Snakemake) can rerun any one alone; all
+outputs are written atomically. Seeds derive from the configuration's seed and the round index.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from advcg.discriminator import (Discriminator, FeatureSpec, generator_losses, load_discriminator,
+                                 save_discriminator, train_discriminator, window_features)
+from advcg.estimator import EstimatorSpec, GradientEstimate, estimate_gradient
+from advcg.export import ExportedModel, export_model
+from advcg.io import atomic_path, save_npz, write_json
+from advcg.langevin import Recording
+from advcg.observables import (compare_observables, compute_observables, load_observables_json,
+                               save_observables_json)
+from advcg.units import AVOGADRO
+from advcg.simulation import CGSystem, RunPlan, build_engine, recording_trajectory, run_cg
+from advcg.state import TrainingState, load_state, save_state
+from advcg.trajectory import CGTrajectory
+from advcg.windows import WindowSpec, Windows, slice_windows, windows_from_paths
+
+logger = logging.getLogger(__name__)
+
+SIMULATE, DISCRIMINATE, EVALUATE = 1, 2, 3   # stage numbers for the round seeds
+
+
+def window_spec(config: dict[str, Any]) -> WindowSpec:
+    w = config["windows"]
+    return WindowSpec(n_lags=w["n_lags"], lag=w["lag_fs"], stride=w["stride_fs"])
+
+
+def _steps(ps: float, timestep: float) -> int:
+    return int(round(ps * 1000.0 / timestep))
+
+
+def _export(state: TrainingState, outdir: Path, system: CGSystem, config: dict[str, Any],
+            seed: int) -> ExportedModel:
+    density = system.n_beads * system.mass / AVOGADRO / (np.prod(system.box) * 1e-24)  # g/cm³
+    return export_model(state.potential, outdir, n_beads=system.n_beads, density=float(density),
+                        temperature=state.dynamics.temperature, damp_fs=state.dynamics.damp,
+                        seed=seed, timestep=state.dynamics.timestep)
+
+
+def _run(state: TrainingState, aa: CGTrajectory, config: dict[str, Any], model_dir: Path,
+         plan: RunPlan, stage: int) -> Recording:
+    system = CGSystem.from_trajectory(aa, -1)
+    seed = state.dynamics.round_seed(stage)
+    files = _export(state, model_dir, system, config, seed)
+    engine = build_engine(system, files, state.dynamics.temperature, state.dynamics.timestep,
+                          velocity_seed=seed, accelerator=config["accelerator"])
+    try:
+        return run_cg(engine, state.dynamics.langevin(seed), plan)
+    finally:
+        engine.close()
+
+
+# -- simulate --------------------------------------------------------------------------------
+def simulate(state_dir: Path, aa_trajectory: Path, config: dict[str, Any], outdir: Path) -> Path:
+    """Run round k's CG simulation; write ``recording.npz`` and the exported model in ``outdir``."""
+    started = time.perf_counter()
+    state = load_state(state_dir)
+    aa = CGTrajectory.load(aa_trajectory)
+    spec = window_spec(config)
+    dt = state.dynamics.timestep
+    training = config["training"]
+    window_steps = spec.n_lags * spec.lag_steps(dt)
+    plan = RunPlan.evenly_spaced_windows(
+        n_windows=training["windows_per_round"], window_steps=window_steps,
+        spacing_steps=_steps(training["window_spacing_ps"], dt),
+        equilibration_steps=_steps(training["equilibration_ps"], dt))
+    recording = _run(state, aa, config, Path(outdir) / "model", plan, SIMULATE)
+    path = Path(outdir) / "recording.npz"
+    save_npz(path, paths=recording.paths, box=recording.box, window_starts=recording.window_starts,
+             timestep=np.float64(dt), lag_steps=np.int64(spec.lag_steps(dt)))
+    logger.info("simulate: %d windows in %.1f s", len(recording.window_starts),
+                time.perf_counter() - started)
+    return path
+
+
+def load_recording(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a ``recording.npz`` written by :func:`simulate`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"CG recording {path} does not exist")
+    try:
+        with np.load(path) as data:
+            return {key: data[key] for key in data.files}
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"CG recording {path} is unreadable: {exc}") from exc
+
+
+def recording_windows(recording: dict[str, np.ndarray]) -> Windows:
+    """Discriminator windows of a CG recording (frames at the window lag)."""
+    starts = recording["window_starts"] * float(recording["timestep"])
+    return windows_from_paths(recording["paths"], recording["box"], int(recording["lag_steps"]), starts)
+
+
+# -- features ---------------------------------------------------------------------------------
+def aa_features(aa_trajectory: Path, config: dict[str, Any], output: Path) -> Path:
+    """Features of all AA windows (computed once for the whole training)."""
+    windows = slice_windows(CGTrajectory.load(aa_trajectory), window_spec(config))
+    _save_tensor(output, window_features(windows, FeatureSpec()))
+    return output
+
+
+def cg_features(recording_path: Path, output: Path) -> Path:
+    """Features of the CG windows of one round."""
+    _save_tensor(output, window_features(recording_windows(load_recording(recording_path)), FeatureSpec()))
+    return output
+
+
+def _save_tensor(path: Path, tensor: torch.Tensor) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(tensor, tmp)
+
+
+def load_features(path: Path) -> torch.Tensor:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"feature file {path} does not exist")
+    try:
+        features = torch.load(path, weights_only=True)
+    except Exception as exc:  # torch raises several unrelated types for corrupt files
+        raise ValueError(f"feature file {path} is unreadable: {exc}") from exc
+    if not isinstance(features, torch.Tensor) or features.ndim != 3:
+        raise ValueError(f"feature file {path} does not hold (n_windows, n_beads, n_features) features")
+    return features
+
+
+# -- discriminator ----------------------------------------------------------------------------
+def discriminate(aa_features_path: Path, cg_features_path: Path, previous: Path | None,
+                 config: dict[str, Any], round_index: int, checkpoint: Path, log_path: Path) -> dict:
+    """Train the discriminator of round k (warm-started from round k−1's when given)."""
+    real, generated = load_features(aa_features_path), load_features(cg_features_path)
+    settings = config["training"]["discriminator"]
+    seed = int(np.random.SeedSequence([config["seed"], round_index, DISCRIMINATE]).generate_state(1)[0])
+    torch.manual_seed(seed)
+    if previous is not None:
+        model, optimizer_state, _ = load_discriminator(previous)
+    else:
+        model, optimizer_state = Discriminator(real.shape[-1], tuple(settings["hidden"])), None
+        model.set_standardisation(real)
+    started = time.perf_counter()
+    log, optimizer_state = train_discriminator(
+        model, real, generated, n_steps=settings["steps"], batch_size=settings["batch_size"],
+        lr=settings["learning_rate"], seed=seed, optimizer_state=optimizer_state)
+    save_discriminator(checkpoint, model, optimizer_state, {"round": round_index})
+    report = {"round": round_index, "seconds": time.perf_counter() - started, **log.to_dict()}
+    write_json(log_path, report)
+    return report
+
+
+# -- update ---------------------------------------------------------------------------------
+def _learning_rates(state: TrainingState, config: dict[str, Any]) -> np.ndarray:
+    t = config["training"]
+    pot = state.potential
+    rates = np.empty(pot.n_parameters + 1)
+    rates[pot.pair_slice] = t["learning_rate"]
+    rates[pot.threebody_slice] = t["learning_rate_threebody"]
+    rates[-1] = t["learning_rate_log_gamma"]
+    return rates * state.dynamics.step_scale
+
+
+def adam_step(state: TrainingState, gradient: np.ndarray, rates: np.ndarray) -> tuple[np.ndarray, dict]:
+    """One Adam step on ϑ = (θ, log γ) with per-parameter step sizes ``rates``; returns the new
+    ϑ and the optimiser state (torch's Adam, resumed from ``state.optimizer``)."""
+    # per-parameter rates: optimise u = ϑ / rate with lr = 1, so each Adam step moves ϑ_p by ~rate_p
+    scale = torch.as_tensor(rates)
+    u = torch.nn.Parameter(torch.as_tensor(state.parameter_vector()) / scale)
+    optimizer = torch.optim.Adam([u], lr=1.0)
+    if state.optimizer is not None:
+        optimizer.load_state_dict(state.optimizer)
+    u.grad = torch.as_tensor(gradient) * scale
+    optimizer.step()
+    return (u.detach() * scale).numpy(), optimizer.state_dict()
+
+
+@dataclass
+class UpdateResult:
+    state: TrainingState
+    estimate: GradientEstimate
+    step: np.ndarray
+
+
+def update(state_dir: Path, recording_path: Path, cg_features_path: Path, discriminator: Path,
+           config: dict[str, Any], out_state_dir: Path, report_path: Path) -> UpdateResult:
+    """Estimate ∇J from round k's windows and take one Adam step: state k → state k+1."""
+    started = time.perf_counter()
+    state = load_state(state_dir)
+    recording = load_recording(recording_path)
+    model, _, _ = load_discriminator(discriminator)
+    losses = generator_losses(model, load_features(cg_features_path))
+    dynamics = state.dynamics.langevin(state.dynamics.round_seed(SIMULATE))
+    estimate = estimate_gradient(
+        state.potential, recording["paths"], recording["box"], losses, dynamics,
+        EstimatorSpec(localisation_radius=config["training"]["localisation_radius"]))
+    rates = _learning_rates(state, config)
+    new_vector, optimizer_state = adam_step(state, estimate.gradient, rates)
+    step = new_vector - state.parameter_vector()
+    new_state = state.with_parameters(new_vector, round=state.dynamics.round + 1)
+    new_state.optimizer = optimizer_state
+    save_state(out_state_dir, new_state)
+    ess = estimate.effective_sample_size(step)
+    report = {"round": state.dynamics.round, "seconds": time.perf_counter() - started,
+              "generator_loss": estimate.value, "generator_loss_se": estimate.value_standard_error,
+              "effective_sample_size": ess, "n_windows": len(estimate.per_window),
+              "damp_fs": new_state.dynamics.damp, "step": step.tolist(), **estimate.summary()}
+    write_json(report_path, report)
+    logger.info("update: generator loss %.4f ± %.4f, gradient SNR %.2f, ESS %.1f of %d, damp %.1f fs",
+                estimate.value, estimate.value_standard_error, estimate.global_snr, ess,
+                len(estimate.per_window), new_state.dynamics.damp)
+    return UpdateResult(new_state, estimate, step)
+
+
+# -- evaluate -------------------------------------------------------------------------------
+def evaluate(state_dir: Path, aa_trajectory: Path, aa_observables: Path, config: dict[str, Any],
+             outdir: Path) -> dict:
+    """A CG run of ``evaluation.run_ps`` with frames every ``evaluation.frame_interval_fs``:
+    observables, metrics against AA and LAMMPS speed, written to ``outdir``."""
+    started = time.perf_counter()
+    state = load_state(state_dir)
+    aa = CGTrajectory.load(aa_trajectory)
+    dt = state.dynamics.timestep
+    ev = config["evaluation"]
+    frame_every = max(1, _steps(ev["frame_interval_fs"] / 1000.0, dt))
+    n_steps = frame_every * math.ceil(_steps(ev["run_ps"], dt) / frame_every)
+    plan = RunPlan(_steps(config["training"]["equilibration_ps"], dt), n_steps, frame_every)
+    recording = _run(state, aa, config, Path(outdir) / "model", plan, EVALUATE)
+    traj = recording_trajectory(recording, dt, state.dynamics.mass)
+    traj.save(Path(outdir) / "trajectory.npz")
+    reference = load_observables_json(aa_observables)
+    r_max = float(reference.rdf.r[-1] + 0.5 * reference.rdf.bin_width)   # the AA bins
+    observables = compute_observables(traj, r_max=r_max, rdf_bin_width=reference.rdf.bin_width)
+    metrics = compare_observables(observables, reference)
+    metrics.update({"round": state.dynamics.round, "damp_fs": state.dynamics.damp,
+                    "seconds": time.perf_counter() - started})
+    save_observables_json(Path(outdir) / "observables.json", observables, metrics, reference)
+    write_json(Path(outdir) / "metrics.json", metrics)
+    logger.info("evaluate round %d: RDF max|dg| %.3f, ADF TVD %.3f, D ratio %s",
+                state.dynamics.round, metrics["rdf_max_abs_diff"], metrics["adf_total_variation"],
+                metrics["diffusion_ratio"])
+    return metrics
