@@ -129,7 +129,8 @@ class GradientEstimate:
     @property
     def global_snr(self) -> float:
         """‖gradient‖ / sqrt(Σ standard error²): signal-to-noise of the whole gradient vector."""
-        return float(np.linalg.norm(self.gradient) / math.sqrt(np.sum(self.standard_error**2)))
+        noise = math.sqrt(np.sum(self.standard_error**2))
+        return float(np.linalg.norm(self.gradient) / noise) if noise > 0 else math.nan
 
     def effective_sample_size(self, step: np.ndarray) -> float:
         """Kish ESS of the reweighting weights exp(step · S(w)) for a parameter change ``step``."""
