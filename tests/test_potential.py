@@ -122,10 +122,8 @@ def test_forces_are_minus_energy_gradient(frames, variant: str) -> None:
     assert beads.shape == (2, 512)
     assert torch.allclose(beads.sum(-1), energy.detach(), rtol=1e-12, atol=1e-9)
     geo = m.geometry(positions, box)
-    assert (geo.pair_i.numel() > 0) and (geo.trip_center.numel() > 0)
-    r = torch.linalg.vector_norm(positions.reshape(-1, 3)[geo.pair_j] - positions.reshape(-1, 3)[geo.pair_i]
-                                 - geo.pair_shift, dim=-1)
-    assert (r < m.pair.r_min).any(), "the test configuration should probe the wall"
+    assert all(group.n_pairs > 0 and group.n_triplets > 0 for group in geo.groups)
+    assert (geo.pair_distances(positions) < m.pair.r_min).any(), "the test configuration should probe the wall"
 
 
 @pytest.mark.parametrize("variant", ["sw", "sw/angle/table"])
@@ -158,6 +156,68 @@ def test_parameter_derivatives_match_autograd(frames, variant: str) -> None:
     m.set_theta(theta)
     predicted = base + torch.einsum("fndk,k->fnd", pair_jac, theta[m.pair_slice])
     assert torch.allclose(predicted, m.forces(positions, box, neighbors=geo), atol=1e-9)
+
+
+@pytest.mark.parametrize("variant", ["sw", "sw/angle/table"])
+def test_vjp_is_the_mixed_second_derivative_of_the_energy(frames, variant: str) -> None:
+    """Independent of the force kernels: w·∂F/∂θ = -∂/∂θ (w·∂U/∂x) by double autograd."""
+    positions, box = frames
+    m = model(variant)
+    params = [m.pair.coefficients, *m.threebody.parameters()]
+    weights = torch.randn(positions.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    x = positions.clone().requires_grad_(True)
+    (grad_x,) = torch.autograd.grad(m.energy(x, box).sum(), x, create_graph=True)
+    reference = torch.cat([g.reshape(-1) for g in torch.autograd.grad(-(weights * grad_x).sum(), params)])
+    geo = m.geometry(positions, box)
+    vjp = m.force_parameter_vjp(positions, box, weights, neighbors=geo).sum(0)
+    assert torch.allclose(vjp, reference, rtol=1e-9, atol=1e-8 * reference.abs().max())
+    forces = m.forces(positions, box, create_graph=True, neighbors=geo)
+    via_forces = torch.cat([g.reshape(-1) for g in torch.autograd.grad((weights * forces).sum(), params)])
+    assert torch.allclose(via_forces, vjp, rtol=1e-12, atol=1e-10)
+
+
+def test_vjp_of_several_weightings_in_one_call(frames) -> None:
+    positions, box = frames
+    m = model("sw")
+    geo = m.geometry(positions, box)
+    sets = torch.randn((3, *positions.shape), dtype=torch.float64, generator=torch.Generator().manual_seed(8))
+    together = m.force_parameter_vjp(positions, box, sets, neighbors=geo)
+    assert together.shape == (3, 2, m.n_parameters)
+    alone = torch.stack([m.force_parameter_vjp(positions, box, w, neighbors=geo) for w in sets])
+    assert torch.allclose(together, alone, rtol=1e-12, atol=1e-10)
+    jac = m.parameter_forces(positions, box, neighbors=geo)
+    assert torch.allclose(together, torch.einsum("sfnd,fndp->sfp", sets, jac), rtol=1e-10, atol=1e-9)
+    per_bead = m.force_parameter_vjp(positions, box, sets, per_bead=True, neighbors=geo)
+    assert per_bead.shape == (3, 2, 512, m.n_parameters)
+    assert torch.allclose(per_bead.sum(2), together, rtol=1e-10, atol=1e-9)
+    single = m.force_parameter_vjp(positions[0], box, sets[:, 0])       # no frame axis
+    assert single.shape == (3, m.n_parameters)
+    assert torch.allclose(single, together[:, 0], rtol=1e-10, atol=1e-9)
+    with pytest.raises(ValueError, match="weights must have the shape"):
+        m.force_parameter_vjp(positions, box, sets[:, :, :10], neighbors=geo)
+
+
+def test_geometry_and_neighbor_list_reuse_across_frames(frames) -> None:
+    positions, box = frames
+    m = model("sw")
+    # a window longer than one pair group, moving slowly: one Verlet list, several groups
+    rng = np.random.default_rng(9)
+    steps = torch.tensor(rng.normal(scale=0.004, size=(70, *positions.shape[1:])))
+    window = positions[0] + torch.cumsum(steps, 0)
+    listed = m.neighbor_list(window, box)
+    assert len(listed.groups) == 1
+    geo = m.geometry(window, box, neighbors=listed)
+    assert len(geo.groups) >= 2
+    every = m.forces(window, box, neighbors=geo)
+    part = listed.frames(30, 45)
+    assert part.n_frames == 15
+    assert torch.allclose(m.forces(window[30:45], box, neighbors=part), every[30:45], atol=1e-12)
+    for k in (0, 44, 69):
+        assert torch.allclose(every[k], m.forces(window[k], box), atol=1e-11)
+    with pytest.raises(ValueError, match="frames"):
+        listed.frames(60, 80)
+    with pytest.raises(ValueError, match="geometry built for"):
+        m.forces(window[:10], box, neighbors=geo)
 
 
 def test_neighbor_lists_kdtree_brute_and_rebuilds() -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["local_basis", "interval_and_offset"]
+__all__ = ["local_basis", "interval_and_offset", "power_basis"]
 
 
 def local_basis(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -69,3 +69,20 @@ def interval_and_offset(x: torch.Tensor, x0: float, spacing: float,
     s = (x - x0) / spacing
     m = torch.floor(s.detach()).clamp(0, n_intervals - 1)
     return m.to(torch.int64), s - m
+
+
+def power_basis(dtype: torch.dtype = torch.float64, device: torch.device | str | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""The local basis in powers of ``u``: :math:`b_l(u) = \sum_q V_{lq} u^q` and
+    :math:`db_l/du = \sum_q D_{lq} u^q`.
+
+    Returns
+    -------
+    V, D
+        ``(4, 4)`` and ``(4, 3)``; row ``l`` holds the coefficients of :math:`u^0, u^1, \dots`.
+    """
+    values = torch.tensor([[1.0, -3.0, 3.0, -1.0], [4.0, 0.0, -6.0, 3.0],
+                           [1.0, 3.0, 3.0, -3.0], [0.0, 0.0, 0.0, 1.0]], dtype=dtype, device=device) / 6.0
+    first = torch.tensor([[-0.5, 1.0, -0.5], [0.0, -2.0, 1.5],
+                          [0.5, 1.0, -1.5], [0.0, 0.0, 0.5]], dtype=dtype, device=device)
+    return values, first

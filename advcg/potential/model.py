@@ -23,15 +23,20 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable
 
 import numpy as np
 import torch
 from torch import nn
 
 from advcg import io
-from advcg.potential.neighbors import (Geometry, NeighborList, build_geometry,
-                                       build_neighbor_list, check_neighbor_list)
+from advcg.potential.kernels import (SplineGrid, derivative_tables, leg_tables,
+                                     pair_coefficients_from_moments, pair_forces, pair_vjp_moments,
+                                     threebody_forces, threebody_vjp)
+from advcg.potential.neighbors import (Geometry, NeighborList, PairGroup, build_geometry,
+                                       build_neighbor_list, check_neighbor_list, iter_pair_groups,
+                                       pair_vectors)
+from advcg.potential.scratch import Scratch, shared_scratch
 from advcg.potential.pair import PairSpline
 from advcg.potential.threebody import (VARIANTS, AngleTableThreeBody, SWThreeBody, ThreeBody)
 
@@ -41,8 +46,6 @@ __all__ = ["CGPotential", "PotentialFileError", "DEFAULT_SKIN", "FORMAT", "FORMA
 
 #: Verlet skin of the neighbour lists, Å.
 DEFAULT_SKIN = 1.0
-# pairs per evaluation chunk (frames are grouped up to about this many pairs)
-_CHUNK_PAIRS = 40000
 #: ``format`` tag of the JSON parameter files.
 FORMAT = "advcg-cg-potential"
 FORMAT_VERSION = 1
@@ -68,6 +71,23 @@ def _as_batch(positions: torch.Tensor, box: torch.Tensor | np.ndarray | list[flo
     if box_t.shape != (3,):
         raise ValueError(f"box must be the 3 orthogonal edge lengths, got shape {tuple(box_t.shape)}")
     return x, box_t, lead
+
+
+class _ParameterForces(torch.autograd.Function):
+    """Forces as a first-order differentiable function of θ: the backward pass is the weighted
+    parameter derivative :meth:`CGPotential.force_parameter_vjp` of the incoming gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, theta: torch.Tensor, potential: "CGPotential", positions: torch.Tensor,
+                box: torch.Tensor, groups: tuple[PairGroup, ...]) -> torch.Tensor:
+        ctx.potential, ctx.positions, ctx.box, ctx.groups = potential, positions, box, groups
+        return potential._forces(positions, box, groups)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        with torch.no_grad():
+            vjp = ctx.potential._vjp(ctx.positions, ctx.box, ctx.groups, grad.unsqueeze(0), per_bead=False)
+        return vjp[0].sum(0), None, None, None, None
 
 
 class CGPotential(nn.Module):
@@ -191,92 +211,67 @@ class CGPotential(nn.Module):
         self.validate_box(box_t)
         return build_neighbor_list(x, box_t, self.r_cut, self.skin, self.neighbor_method)
 
-    def _resolve(self, x: torch.Tensor, box: torch.Tensor,
-                 neighbors: NeighborList | Geometry | None) -> Geometry:
-        """The geometry of a batch: given, or built from ``neighbors`` (or from scratch)."""
-        if isinstance(neighbors, Geometry):
-            if neighbors.n_frames != x.shape[0] or neighbors.n_beads != x.shape[1]:
-                raise ValueError(f"geometry built for {neighbors.n_frames} frames x {neighbors.n_beads} "
-                                 f"beads, got positions of shape {tuple(x.shape)}")
-            return neighbors
-        return self.geometry(x, box, neighbors)
+    def _neighbors(self, x: torch.Tensor, box: torch.Tensor, neighbors: NeighborList | None
+                   ) -> NeighborList:
+        if neighbors is None:
+            return build_neighbor_list(x, box, self.r_cut, self.skin, self.neighbor_method)
+        check_neighbor_list(neighbors, x, box, self.r_cut)
+        return neighbors
 
     def geometry(self, positions: torch.Tensor, box: torch.Tensor | np.ndarray | list[float],
                  neighbors: NeighborList | None = None) -> Geometry:
-        """Pairs within ``r_c`` and triplets within ``aσ`` of a batch (see :class:`Geometry`)."""
+        """Pair and triplet lists of a batch, grouped by runs of frames (see :class:`Geometry`);
+        pass it as ``neighbors=`` to every evaluation on these same frames (forces, then
+        :meth:`force_parameter_vjp`, ...), which then skips the neighbour search."""
         x, box_t, _ = _as_batch(positions, box)
         self.validate_box(box_t)
-        if neighbors is None:
-            neighbors = build_neighbor_list(x, box_t, self.r_cut, self.skin, self.neighbor_method)
-        else:
-            check_neighbor_list(neighbors, x, box_t, self.r_cut)
+        neighbors = self._neighbors(x, box_t, neighbors)
         return build_geometry(x, box_t, neighbors, self.r_cut, self.threebody.cutoff)
 
-    @staticmethod
-    def _chunks(geo: Geometry) -> Iterator[tuple[int, int, Geometry]]:
-        """``(start, stop, sub_geometry)`` over frame ranges of about ``_CHUNK_PAIRS`` pairs."""
-        per_frame = max(1, geo.pair_i.numel() // max(1, geo.n_frames))
-        step = max(1, _CHUNK_PAIRS // per_frame)
-        for start in range(0, geo.n_frames, step):
-            stop = min(start + step, geo.n_frames)
-            yield start, stop, geo.frames(start, stop)
+    def _groups(self, x: torch.Tensor, box: torch.Tensor,
+                neighbors: NeighborList | Geometry | None) -> Iterable[PairGroup]:
+        """The pair groups of a batch: a geometry's, or built one group at a time from
+        ``neighbors`` (or from scratch)."""
+        if isinstance(neighbors, Geometry):
+            neighbors.check(x, box)
+            return neighbors.groups
+        self.validate_box(box)
+        return iter_pair_groups(x, box, self._neighbors(x, box, neighbors), self.r_cut,
+                                self.threebody.cutoff)
 
-    # -- evaluation core -----------------------------------------------------------------------
-    def _pair_vectors(self, flat: torch.Tensor, geo: Geometry) -> tuple[torch.Tensor, torch.Tensor]:
-        d = flat[geo.pair_j] - flat[geo.pair_i] - geo.pair_shift
-        return d, torch.linalg.vector_norm(d, dim=-1)
-
-    def _triplet_vectors(self, d: torch.Tensor, r: torch.Tensor, geo: Geometry
-                         ) -> tuple[torch.Tensor, ...]:
-        d1 = geo.trip_s1.unsqueeze(-1) * d[geo.trip_p1]
-        d2 = geo.trip_s2.unsqueeze(-1) * d[geo.trip_p2]
-        r1, r2 = r[geo.trip_p1], r[geo.trip_p2]
-        cos_theta = (d1 * d2).sum(-1) / (r1 * r2)
-        return d1, d2, r1, r2, cos_theta
-
-    def _evaluate(self, positions: torch.Tensor, box: Any, neighbors: NeighborList | Geometry | None,
-                  want_energy: bool, want_bead: bool, want_forces: bool
-                  ) -> tuple[dict[str, torch.Tensor], tuple[int, ...], int]:
-        x, box_t, lead = _as_batch(positions, box)
-        geo = self._resolve(x, box_t, neighbors)
-        n_frames, n_beads = x.shape[0], x.shape[1]
-        flat = x.reshape(-1, 3)
+    def _grid(self) -> SplineGrid:
         p = self.pair
-        polynomials = p.interval_polynomials(p.coefficients)
-        # frames in chunks of about _CHUNK_PAIRS pairs: the arrays stay in cache
-        per_frame = max(1, geo.pair_i.numel() // max(1, n_frames))
-        chunk = max(1, _CHUNK_PAIRS // per_frame)
-        parts: dict[str, list[torch.Tensor]] = {"energy": [], "bead": [], "forces": []}
-        for start in range(0, n_frames, chunk):
-            stop = min(start + chunk, n_frames)
-            sub = geo.frames(start, stop)
-            local = flat[start * n_beads:stop * n_beads]
-            n_local = local.shape[0]
-            d, r = self._pair_vectors(local, sub)
-            phi, dphi = p.compute_fast(r, polynomials, p.r_min, p.spacing, p.n_intervals, p.kappa,
-                                       energy=want_energy or want_bead)
-            d1, d2, r1, r2, cos_theta = self._triplet_vectors(d, r, sub)
-            f1, df1, f2, df2 = self.threebody.legs(r1, r2)
-            g, g_c = self.threebody.angular(cos_theta)
-            f12 = f1 * f2
-            e3 = f12 * g
-            if want_energy:
-                energy = local.new_zeros(stop - start).index_add(0, sub.pair_frame, phi)
-                parts["energy"].append(energy.index_add(0, sub.trip_frame, e3))
-            if want_bead:
+        return SplineGrid(p.r_min, p.spacing, p.n_intervals, p.kappa)
+
+    # -- energies (differentiable in positions and parameters) ------------------------------------
+    def _energies(self, positions: torch.Tensor, box: Any, neighbors: NeighborList | Geometry | None,
+                  per_bead: bool) -> tuple[torch.Tensor, tuple[int, ...], int]:
+        """Energies per frame ``(T,)`` or per bead ``(T, n_beads)``, recomputed from ``positions``."""
+        x, box_t, lead = _as_batch(positions, box)
+        n_beads = x.shape[1]
+        p = self.pair
+        polynomials = p.cutoff_polynomials(p.coefficients)
+        parts = []
+        for group in self._groups(x, box_t, neighbors):
+            frames = x[group.start:group.stop]
+            d = frames[:, group.j] - frames[:, group.i]              # (n, n_pairs, 3)
+            d = d - box_t * torch.round(d.detach() / box_t)
+            r = torch.linalg.vector_norm(d, dim=-1)
+            phi, _ = p.compute_fast(r, polynomials, p.r_min, p.spacing, p.n_intervals + 1, p.kappa)
+            legs = torch.cat([d[:, group.short], -d[:, group.short]], 1)
+            lengths = torch.cat([r[:, group.short], r[:, group.short]], 1)
+            d1, d2 = legs[:, group.trip_leg1], legs[:, group.trip_leg2]
+            r1, r2 = lengths[:, group.trip_leg1], lengths[:, group.trip_leg2]
+            f1, _, f2, _ = self.threebody.legs(r1, r2)
+            g, _ = self.threebody.angular((d1 * d2).sum(-1) / (r1 * r2))
+            e3 = f1 * f2 * g                                         # (n, n_triplets)
+            if per_bead:
                 half = 0.5 * phi
-                bead = local.new_zeros(n_local).index_add(0, sub.pair_i, half).index_add(0, sub.pair_j, half)
-                parts["bead"].append(bead.index_add(0, sub.trip_center, e3))
-            if want_forces:
-                vec = (dphi / r).unsqueeze(-1) * d  # force on i; -vec on j
-                forces = local.new_zeros(n_local, 3).index_add(0, sub.pair_i, vec).index_add(0, sub.pair_j, -vec)
-                grad1, grad2 = ThreeBody.leg_gradients(d1, d2, r1, r2, cos_theta, df1 * f2 * g,
-                                                       f1 * df2 * g, f12 * g_c)
-                forces = (forces.index_add(0, sub.trip_j, -grad1).index_add(0, sub.trip_k, -grad2)
-                          .index_add(0, sub.trip_center, grad1 + grad2))
-                parts["forces"].append(forces)
-        out = {key: torch.cat(values) for key, values in parts.items() if values}
-        return out, lead, n_beads
+                bead = x.new_zeros(group.n_frames, n_beads).index_add(1, group.i, half)
+                parts.append(bead.index_add(1, group.j, half).index_add(1, group.trip_center, e3))
+            else:
+                parts.append(phi.sum(1) + e3.sum(1))
+        return torch.cat(parts), lead, n_beads
 
     # -- public evaluation ---------------------------------------------------------------------
     def energy(self, positions: torch.Tensor, box: torch.Tensor | np.ndarray | list[float],
@@ -301,8 +296,8 @@ class CGPotential(nn.Module):
         torch.Tensor
             ``(...)``.
         """
-        out, lead, _ = self._evaluate(positions, box, neighbors, True, False, False)
-        return out["energy"].reshape(lead)
+        energy, lead, _ = self._energies(positions, box, neighbors, per_bead=False)
+        return energy.reshape(lead)
 
     def forward(self, positions: torch.Tensor, box: torch.Tensor | np.ndarray | list[float]) -> torch.Tensor:
         """Same as :meth:`energy`."""
@@ -316,10 +311,10 @@ class CGPotential(nn.Module):
         Returns
         -------
         torch.Tensor
-            ``(..., n_beads)``, kcal/mol.
+            ``(..., n_beads)``, kcal/mol, differentiable like :meth:`energy`.
         """
-        out, lead, n_beads = self._evaluate(positions, box, neighbors, False, True, False)
-        return out["bead"].reshape(*lead, n_beads)
+        energies, lead, n_beads = self._energies(positions, box, neighbors, per_bead=True)
+        return energies.reshape(*lead, n_beads)
 
     def forces(self, positions: torch.Tensor, box: torch.Tensor | np.ndarray | list[float],
                create_graph: bool = False, neighbors: NeighborList | Geometry | None = None) -> torch.Tensor:
@@ -331,17 +326,142 @@ class CGPotential(nn.Module):
             As for :meth:`energy`.
         create_graph
             ``False``: evaluated without autograd (fast, detached). ``True``: the result is a
-            differentiable function of the parameters (first-order graph), e.g. for
-            ``torch.autograd.grad((R * F).sum(), model.parameters())``.
+            differentiable function of the parameters (first order: its backward pass is
+            :meth:`force_parameter_vjp`), e.g. for
+            ``torch.autograd.grad((R * F).sum(), model.parameters())``; no graph through positions.
 
         Returns
         -------
         torch.Tensor
             ``(..., n_beads, 3)``.
         """
-        with torch.set_grad_enabled(create_graph and torch.is_grad_enabled()):
-            out, lead, n_beads = self._evaluate(positions, box, neighbors, False, False, True)
-        return out["forces"].reshape(*lead, n_beads, 3)
+        x, box_t, lead = _as_batch(positions, box)
+        groups = self._groups(x, box_t, neighbors)
+        if create_graph and torch.is_grad_enabled():
+            x = x.detach()
+            out = _ParameterForces.apply(self.theta_tensor(), self, x, box_t, tuple(groups))
+        else:
+            out = self._forces(x.detach(), box_t, groups)
+        return out.reshape(*lead, x.shape[1], 3)
+
+    def _forces(self, x: torch.Tensor, box: torch.Tensor, groups: Iterable[PairGroup]) -> torch.Tensor:
+        """Forces ``(n_frames, n_beads, 3)`` of frames ``x`` (no graph)."""
+        with torch.no_grad():
+            n_beads = x.shape[1]
+            p = self.pair
+            tables = derivative_tables(p.cutoff_polynomials(p.coefficients.detach()), p.spacing)
+            grid = self._grid()
+            scratch = shared_scratch(x.device)
+            out = torch.empty_like(x)
+            for group in groups:
+                xs = group.frames_of(x, scratch)
+                forces = scratch.get("model.forces", tuple(xs.shape)).zero_()
+                pair_forces(xs, box, group, tables, grid, forces, scratch)
+                if group.n_triplets:
+                    legs = leg_tables(xs, box, group, self.threebody, scratch)
+                    threebody_forces(group, self.threebody, legs, forces, scratch)
+                out[group.start:group.stop] = forces.permute(2, 0, 1)
+            return out
+
+    def force_parameter_vjp(self, positions: torch.Tensor, box: torch.Tensor | np.ndarray | list[float],
+                            weights: torch.Tensor, per_bead: bool = False,
+                            neighbors: NeighborList | Geometry | None = None) -> torch.Tensor:
+        r"""Weighted parameter derivative of the forces, without forming the full Jacobian.
+
+        .. math::
+
+            v_{p} = \sum_{i} w_i \cdot \frac{\partial F_i}{\partial\theta_p}
+            \quad(\text{per frame; per bead } i \text{ if } \texttt{per\_bead})
+
+        With ``weights`` the reconstructed noise :math:`R_n/\mathrm{Var}(R)` this is the path
+        score of one step; ``per_bead`` keeps bead ``i``'s term apart (for localised scores).
+        Several weightings ("sets") are evaluated in one pass over the pairs and triplets.
+
+        Parameters
+        ----------
+        positions, box, neighbors
+            As for :meth:`energy`.
+        weights
+            ``(..., n_beads, 3)``, the shape of ``positions``, or ``(n_sets, ..., n_beads, 3)``.
+        per_bead
+            Keep the bead axis: ``(..., n_beads, n_parameters)`` per set.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(..., n_parameters)``, or ``(n_sets, ..., n_parameters)`` for weights with a set
+            axis (``n_beads`` before ``n_parameters`` if ``per_bead``); detached, columns in
+            :meth:`parameter_names` order.
+
+        Examples
+        --------
+        >>> both = model.force_parameter_vjp(x, box, torch.stack([a * R, R]), neighbors=geo)
+        >>> both.shape  # (2, n_frames, n_parameters)
+        """
+        with torch.no_grad():
+            x, box_t, lead = _as_batch(positions, box)
+            shape = (*lead, *x.shape[1:])
+            w = torch.as_tensor(weights, dtype=torch.float64, device=x.device)
+            has_sets = w.dim() == len(shape) + 1
+            if tuple(w.shape[has_sets:]) != shape:
+                raise ValueError(f"weights must have the shape of positions {shape} or "
+                                 f"(n_sets, *{shape}), got {tuple(w.shape)}")
+            w = w.reshape(-1, *x.shape)
+            out = self._vjp(x.detach(), box_t, self._groups(x, box_t, neighbors), w, per_bead)
+            tail = (x.shape[1], self.n_parameters) if per_bead else (self.n_parameters,)
+            out = out.reshape(w.shape[0], *lead, *tail)
+            return out if has_sets else out[0]
+
+    def _vjp(self, x: torch.Tensor, box: torch.Tensor, groups: Iterable[PairGroup], weights: torch.Tensor,
+             per_bead: bool) -> torch.Tensor:
+        """:meth:`force_parameter_vjp` of frames ``x`` for weights ``(n_sets, n_frames, n_beads, 3)``:
+        ``(n_sets, n_frames, [n_beads,] n_parameters)``."""
+        n_sets, n_frames, n_beads, _ = weights.shape
+        n3 = self.threebody.n_parameters
+        grid = self._grid()
+        scratch = shared_scratch(x.device)
+        out = weights.new_zeros(n_sets, n_frames, *((n_beads,) if per_bead else ()), self.n_parameters)
+        for group in groups:
+            n = group.n_frames
+            xs = group.frames_of(x, scratch)
+            w = scratch.get("model.weights", (n_beads, n_sets, 3, n))
+            w.copy_(weights[:, group.start:group.stop].permute(2, 0, 3, 1))
+            rows = n_beads * n if per_bead else n
+            moments = weights.new_zeros(n_sets, 3, rows * grid.n_bins)
+            pair_vjp_moments(xs, box, group, w, grid, moments, per_bead, scratch)
+            pair = pair_coefficients_from_moments(
+                moments.view(n_sets, 3, rows, grid.n_bins).transpose(1, 2), grid)
+            three = weights.new_zeros(n_sets, rows * n3)
+            if group.n_triplets:
+                legs = leg_tables(xs, box, group, self.threebody, scratch)
+                threebody_vjp(group, self.threebody, legs, w, three, per_bead, scratch)
+            both = torch.cat([pair, three.view(n_sets, rows, n3)], -1)
+            if per_bead:
+                both = both.view(n_sets, n_beads, n, self.n_parameters).transpose(1, 2)
+            out[:, group.start:group.stop] = both
+        return out
+
+    def parameter_forces(self, positions: torch.Tensor, box: torch.Tensor | np.ndarray | list[float],
+                         neighbors: NeighborList | Geometry | None = None) -> torch.Tensor:
+        r"""Full Jacobian :math:`\partial F/\partial\theta` (pair basis + three-body parameters).
+
+        Exact for every parameter: the three-body force depends on θ only through
+        :math:`g`, so :math:`\partial F/\partial\theta_p` is the force of the triplet energy with
+        :math:`g` replaced by :math:`\partial g/\partial\theta_p`. Computed as the per-bead
+        :meth:`force_parameter_vjp` of the three Cartesian unit weights. Prefer
+        :meth:`force_parameter_vjp` when only :math:`w \cdot \partial F/\partial\theta` is needed.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(..., n_beads, 3, n_parameters)``, detached, columns in :meth:`parameter_names` order.
+        """
+        with torch.no_grad():
+            x, box_t, lead = _as_batch(positions, box)
+            axes = torch.eye(3, dtype=torch.float64, device=x.device)
+            weights = axes[:, None, None, :].expand(3, *x.shape)
+            jac = self._vjp(x.detach(), box_t, self._groups(x, box_t, neighbors), weights, per_bead=True)
+            return jac.permute(1, 2, 0, 3).reshape(*lead, x.shape[1], 3, self.n_parameters)
 
     def pair_basis_forces(self, positions: torch.Tensor, box: torch.Tensor | np.ndarray | list[float],
                           neighbors: NeighborList | Geometry | None = None) -> torch.Tensor:
@@ -356,153 +476,7 @@ class CGPotential(nn.Module):
         torch.Tensor
             ``(..., n_beads, 3, n_coefficients)``, detached.
         """
-        with torch.no_grad():
-            x, box_t, lead = _as_batch(positions, box)
-            geo = self._resolve(x, box_t, neighbors)
-            n_beads = x.shape[1]
-            flat = x.reshape(-1, 3)
-            out = torch.cat([self._pair_basis_forces(flat[a * n_beads:b * n_beads], sub)
-                             for a, b, sub in self._chunks(geo)])
-            return out.reshape(*lead, n_beads, 3, self.pair.n_coefficients)
-
-    def _pair_basis_forces(self, flat: torch.Tensor, geo: Geometry) -> torch.Tensor:
-        """``(n_flat, 3, n_coefficients)`` pair-basis forces for a geometry."""
-        d, r = self._pair_vectors(flat, geo)
-        p = self.pair
-        index, _, dbeta, _ = p.local(r, p.r_min, p.spacing, p.n_intervals)
-        k = p.n_coefficients + 3
-        vec = (dbeta / r.unsqueeze(-1)).unsqueeze(-1) * d.unsqueeze(1)  # (M, 4, 3)
-        out = flat.new_zeros(flat.shape[0] * k, 3)
-        out.index_add_(0, (geo.pair_i.unsqueeze(-1) * k + index).reshape(-1), vec.reshape(-1, 3))
-        out.index_add_(0, (geo.pair_j.unsqueeze(-1) * k + index).reshape(-1), -vec.reshape(-1, 3))
-        return out.reshape(flat.shape[0], k, 3)[:, :p.n_coefficients].permute(0, 2, 1)
-
-    def parameter_forces(self, positions: torch.Tensor, box: torch.Tensor | np.ndarray | list[float],
-                         neighbors: NeighborList | Geometry | None = None) -> torch.Tensor:
-        r"""Full Jacobian :math:`\partial F/\partial\theta` (pair basis + three-body parameters).
-
-        Exact for every parameter: the three-body force depends on θ only through
-        :math:`g`, so :math:`\partial F/\partial\theta_p` is the force of the triplet energy with
-        :math:`g` replaced by :math:`\partial g/\partial\theta_p`. Prefer
-        :meth:`force_parameter_vjp` when only :math:`w \cdot \partial F/\partial\theta` is needed.
-
-        Returns
-        -------
-        torch.Tensor
-            ``(..., n_beads, 3, n_parameters)``, detached, columns in :meth:`parameter_names` order.
-        """
-        with torch.no_grad():
-            x, box_t, lead = _as_batch(positions, box)
-            n_beads = x.shape[1]
-            geo = self._resolve(x, box_t, neighbors)
-            flat = x.reshape(-1, 3)
-            parts = []
-            for start, stop, sub in self._chunks(geo):
-                local = flat[start * n_beads:stop * n_beads]
-                parts.append(torch.cat([self._pair_basis_forces(local, sub),
-                                        self._threebody_parameter_forces(local, sub)], dim=-1))
-            return torch.cat(parts).reshape(*lead, n_beads, 3, self.n_parameters)
-
-    def _threebody_terms(self, flat: torch.Tensor, geo: Geometry
-                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per-triplet parameter indices, ∂E/∂θ_p, and ∂(∂E/∂d1)/∂θ_p, ∂(∂E/∂d2)/∂θ_p."""
-        d, r = self._pair_vectors(flat, geo)
-        d1, d2, r1, r2, cos_theta = self._triplet_vectors(d, r, geo)
-        f1, df1, f2, df2 = self.threebody.legs(r1, r2)
-        index, dg, dgc = self.threebody.angular_parameter_terms(cos_theta)
-        f12 = (f1 * f2).unsqueeze(-1)
-        grad1, grad2 = ThreeBody.leg_gradients(
-            d1, d2, r1, r2, cos_theta, (df1 * f2).unsqueeze(-1) * dg,
-            (f1 * df2).unsqueeze(-1) * dg, f12 * dgc)  # (T, L, 3)
-        return index, f12 * dg, grad1, grad2
-
-    def _threebody_parameter_forces(self, flat: torch.Tensor, geo: Geometry) -> torch.Tensor:
-        """``(n_flat, 3, n_threebody_parameters)`` three-body force Jacobian for a geometry."""
-        index, _, grad1, grad2 = self._threebody_terms(flat, geo)
-        n3 = self.threebody.n_parameters
-        n_flat = flat.shape[0]
-        three = flat.new_zeros(n_flat * n3, 3)
-        three.index_add_(0, (geo.trip_j.unsqueeze(-1) * n3 + index).reshape(-1), -grad1.reshape(-1, 3))
-        three.index_add_(0, (geo.trip_k.unsqueeze(-1) * n3 + index).reshape(-1), -grad2.reshape(-1, 3))
-        three.index_add_(0, (geo.trip_center.unsqueeze(-1) * n3 + index).reshape(-1),
-                         (grad1 + grad2).reshape(-1, 3))
-        return three.reshape(n_flat, n3, 3).permute(0, 2, 1)
-
-    def force_parameter_vjp(self, positions: torch.Tensor, box: torch.Tensor | np.ndarray | list[float],
-                            weights: torch.Tensor, per_bead: bool = False,
-                            neighbors: NeighborList | Geometry | None = None) -> torch.Tensor:
-        r"""Weighted parameter derivative of the forces, without forming the full Jacobian.
-
-        .. math::
-
-            v_{p} = \sum_{i} w_i \cdot \frac{\partial F_i}{\partial\theta_p}
-            \quad(\text{per frame; per bead } i \text{ if } \texttt{per\_bead})
-
-        With ``weights`` the reconstructed noise :math:`R_n/\mathrm{Var}(R)` this is the path
-        score of one step; ``per_bead`` keeps bead ``i``'s term apart (for localised scores).
-
-        Parameters
-        ----------
-        positions, box, neighbors
-            As for :meth:`energy`.
-        weights
-            ``(..., n_beads, 3)``, same leading shape as ``positions``.
-        per_bead
-            Return ``(..., n_beads, n_parameters)`` instead of ``(..., n_parameters)``.
-
-        Returns
-        -------
-        torch.Tensor
-            Detached, columns in :meth:`parameter_names` order.
-        """
-        with torch.no_grad():
-            x, box_t, lead = _as_batch(positions, box)
-            w = torch.as_tensor(weights, dtype=torch.float64, device=x.device)
-            if w.shape != positions.shape:
-                raise ValueError(f"weights must have the shape of positions {tuple(positions.shape)}, "
-                                 f"got {tuple(w.shape)}")
-            n_beads = x.shape[1]
-            geo = self._resolve(x, box_t, neighbors)
-            flat = x.reshape(-1, 3)
-            w_flat = w.reshape(-1, 3)
-            parts = []
-            for start, stop, sub in self._chunks(geo):
-                rows = slice(start * n_beads, stop * n_beads)
-                parts.append(self._vjp(flat[rows], w_flat[rows], sub, per_bead))
-            out = torch.cat(parts)
-            shape = (*lead, n_beads, self.n_parameters) if per_bead else (*lead, self.n_parameters)
-            return out.reshape(shape)
-
-    def _vjp(self, flat: torch.Tensor, w_flat: torch.Tensor, geo: Geometry, per_bead: bool) -> torch.Tensor:
-        """:meth:`force_parameter_vjp` for one geometry: ``(rows, n_parameters)``."""
-        p = self.pair
-        k = p.n_coefficients + 3
-        n3 = self.threebody.n_parameters
-        rows = flat.shape[0] if per_bead else geo.n_frames
-        pair_out = flat.new_zeros(rows * k)
-        three_out = flat.new_zeros(rows * n3)
-        d, r = self._pair_vectors(flat, geo)
-        index, _, dbeta, _ = p.local(r, p.r_min, p.spacing, p.n_intervals)
-        scale = dbeta / r.unsqueeze(-1)  # (M, 4)
-        wi = (w_flat[geo.pair_i] * d).sum(-1, keepdim=True)
-        wj = (w_flat[geo.pair_j] * d).sum(-1, keepdim=True)
-        if per_bead:
-            pair_out.index_add_(0, (geo.pair_i.unsqueeze(-1) * k + index).reshape(-1), (scale * wi).reshape(-1))
-            pair_out.index_add_(0, (geo.pair_j.unsqueeze(-1) * k + index).reshape(-1), (-scale * wj).reshape(-1))
-        else:
-            pair_out.index_add_(0, (geo.pair_frame.unsqueeze(-1) * k + index).reshape(-1),
-                                (scale * (wi - wj)).reshape(-1))
-        index3, _, grad1, grad2 = self._threebody_terms(flat, geo)
-        on_j = -(grad1 * w_flat[geo.trip_j].unsqueeze(1)).sum(-1)
-        on_k = -(grad2 * w_flat[geo.trip_k].unsqueeze(1)).sum(-1)
-        on_c = ((grad1 + grad2) * w_flat[geo.trip_center].unsqueeze(1)).sum(-1)
-        if per_bead:
-            for bead, value in ((geo.trip_j, on_j), (geo.trip_k, on_k), (geo.trip_center, on_c)):
-                three_out.index_add_(0, (bead.unsqueeze(-1) * n3 + index3).reshape(-1), value.reshape(-1))
-        else:
-            three_out.index_add_(0, (geo.trip_frame.unsqueeze(-1) * n3 + index3).reshape(-1),
-                                 (on_j + on_k + on_c).reshape(-1))
-        return torch.cat([pair_out.reshape(rows, k)[:, :p.n_coefficients], three_out.reshape(rows, n3)], -1)
+        return self.parameter_forces(positions, box, neighbors)[..., self.pair_slice]
 
     def energy_gradient(self, positions: torch.Tensor, box: torch.Tensor | np.ndarray | list[float],
                         neighbors: NeighborList | Geometry | None = None) -> torch.Tensor:
@@ -521,21 +495,34 @@ class CGPotential(nn.Module):
         """
         with torch.no_grad():
             x, box_t, lead = _as_batch(positions, box)
-            geo = self._resolve(x, box_t, neighbors)
-            n_frames = x.shape[0]
-            flat = x.reshape(-1, 3)
-            d, r = self._pair_vectors(flat, geo)
             p = self.pair
-            index, beta, _, _ = p.local(r, p.r_min, p.spacing, p.n_intervals)
             k = p.n_coefficients + 3
-            pair_part = flat.new_zeros(n_frames * k).index_add_(
-                0, (geo.pair_frame.unsqueeze(-1) * k + index).reshape(-1), beta.reshape(-1))
-            pair_part = pair_part.reshape(n_frames, k)[:, :p.n_coefficients]
-            index3, de, _, _ = self._threebody_terms(flat, geo)
             n3 = self.threebody.n_parameters
-            three = flat.new_zeros(n_frames * n3).index_add_(
-                0, (geo.trip_frame.unsqueeze(-1) * n3 + index3).reshape(-1), de.reshape(-1))
-            return torch.cat([pair_part, three.reshape(n_frames, n3)], -1).reshape(*lead, self.n_parameters)
+            out = x.new_zeros(x.shape[0], self.n_parameters)
+            scratch = Scratch(x.device)
+            for group in self._groups(x, box_t, neighbors):
+                frames = torch.arange(group.n_frames, device=x.device)
+                xs = group.frames_of(x.detach(), scratch)
+                pair = x.new_zeros(group.n_frames * k)
+                for block in group.blocks(group.n_pairs):
+                    shift = None if group.shift is None else group.shift[block]
+                    _, r2 = pair_vectors(xs, box_t, group.i[block], group.j[block], shift, scratch)
+                    r = r2.sqrt()
+                    index, beta, _, _ = p.local(r, p.r_min, p.spacing, p.n_intervals)
+                    beta = beta * (r < p.r_cut).unsqueeze(-1)
+                    pair.index_add_(0, (index + (frames * k)[:, None]).reshape(-1), beta.reshape(-1))
+                three = x.new_zeros(group.n_frames * n3)
+                if group.n_triplets:
+                    unit, radial = leg_tables(xs, box_t, group, self.threebody, scratch)
+                    for block in group.blocks(group.n_triplets):
+                        u1, u2 = unit[group.trip_leg1[block]], unit[group.trip_leg2[block]]
+                        f12 = radial[group.trip_leg1[block], 1] * radial[group.trip_leg2[block], 1]
+                        index, dg, _ = self.threebody.angular_parameter_terms((u1 * u2).sum(1))
+                        three.index_add_(0, (index + (frames * n3)[:, None]).reshape(-1),
+                                         (f12.unsqueeze(-1) * dg).reshape(-1))
+                out[group.start:group.stop] = torch.cat(
+                    [pair.view(group.n_frames, k)[:, :p.n_coefficients], three.view(group.n_frames, n3)], -1)
+            return out.reshape(*lead, self.n_parameters)
 
     # -- serialisation ---------------------------------------------------------------------------
     def to_dict(self) -> dict:

@@ -14,27 +14,37 @@ Pair search:
   memory), for any device; at 4,096 beads the cutoff sphere (11 Å) covers 40 % of a 49.7 Å box,
   so a cell list would save little over it.
 
-:class:`Geometry` then keeps, for a batch of frames, the pairs inside :math:`r_c` and the triplets
-:math:`(j, i, k)`, :math:`j < k`, whose legs are both shorter than the three-body cutoff, as index
-arrays into the flattened positions ``(n_frames * n_beads, 3)`` plus constant image shifts, so that
-distances can be recomputed differentiably from the positions.
+:class:`Geometry` then splits a batch of frames into :class:`PairGroup` s: runs of consecutive
+frames (one Verlet list) that share one pair list, the pairs closer than :math:`r_c` in at least one
+of the group's frames, and one triplet list :math:`(j, i, k)` built from the pairs closer than the
+three-body cutoff in at least one frame. Every frame of a group is evaluated with the same index
+arrays (pair-major layout, ``(n_pairs, 3, n_frames)``), so gathers and scatters move whole rows of
+frames; pairs and triplets that are out of range in a frame contribute exactly zero there (the
+pair spline and the three-body screening vanish at their cutoffs). Distances are recomputed from
+the positions at every evaluation: on CPU that is cheaper than reading them from a cache, whose
+fresh memory costs more in page faults than the arithmetic.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import torch
 
+from advcg.potential.scratch import Scratch, shared_scratch
+
 logger = logging.getLogger(__name__)
 
-# pairs handled per vectorised pass over frames
-_CHUNK_PAIRS = 40000
+#: pair-frame elements per vectorised pass: each temporary (0.5 MiB) stays in the L2 cache
+BLOCK_ELEMENTS = 65536
+#: frames of one pair group at most (longer Verlet-list groups are split)
+MAX_GROUP_FRAMES = 64
 
-__all__ = ["NeighborList", "Geometry", "build_pairs", "build_neighbor_list", "build_geometry",
-           "minimum_image"]
+__all__ = ["NeighborList", "PairGroup", "Geometry", "build_pairs", "build_neighbor_list",
+           "build_geometry", "iter_pair_groups", "pair_vectors", "frames_of", "minimum_image", "BLOCK_ELEMENTS"]
 
 
 def minimum_image(delta: torch.Tensor, box: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,10 +153,22 @@ class NeighborList:
     n_beads: int
     groups: tuple[tuple[int, int, torch.Tensor, torch.Tensor], ...]
 
+    def frames(self, start: int, stop: int) -> "NeighborList":
+        """The lists of frames ``start:stop`` (frame indices relative to ``start``)."""
+        if not 0 <= start < stop <= self.n_frames:
+            raise ValueError(f"frames {start}:{stop} outside the {self.n_frames} frames of the list")
+        groups = tuple((max(a, start) - start, min(b, stop) - start, i, j)
+                       for a, b, i, j in self.groups if a < stop and b > start)
+        return NeighborList(self.cutoff, self.skin, self.box, stop - start, self.n_beads, groups)
+
 
 def _max_displacement(frames: torch.Tensor, reference: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
-    delta, _ = minimum_image(frames - reference, box)
-    return (delta * delta).sum(-1).amax(-1).sqrt()
+    """Largest minimum-image displacement of any bead from ``reference``, per frame."""
+    delta = frames - reference
+    delta.sub_(box * torch.round(delta / box))
+    d2 = delta[..., 0] * delta[..., 0]
+    d2.addcmul_(delta[..., 1], delta[..., 1]).addcmul_(delta[..., 2], delta[..., 2])
+    return d2.amax(-1).sqrt_()
 
 
 def build_neighbor_list(positions: torch.Tensor, box: torch.Tensor, cutoff: float, skin: float,
@@ -210,72 +232,228 @@ def check_neighbor_list(neighbors: NeighborList, positions: torch.Tensor, box: t
 
 
 @dataclass(frozen=True)
-class Geometry:
-    """Pairs within ``r_c`` and three-body triplets of a batch, as flat index arrays.
+class PairGroup:
+    r"""Consecutive frames ``start:stop`` that share one pair list and one triplet list.
 
-    Bead ``b`` of frame ``f`` is row ``f * n_beads + b`` of the flattened positions. The pair
-    vector is ``x[pair_j] - x[pair_i] - pair_shift``; the triplet legs are
-    ``trip_s1 * d[trip_p1]`` (centre to ``trip_j``) and ``trip_s2 * d[trip_p2]`` (to ``trip_k``).
+    Pair ``p`` joins beads ``i[p] < j[p]``; its vector in a frame is ``x_j - x_i - shift[p]`` when
+    ``shift`` is given (a constant image shift: exact for every pair in range when every box edge
+    is at least twice the Verlet cutoff), the per-frame minimum image of ``x_j - x_i`` otherwise.
+    The pairs are those closer than :math:`r_c` in at least one of the group's frames.
+
+    Triplets use *directed legs* of the ``short`` pairs (closer than the three-body cutoff in at
+    least one frame): leg ``l < n_short`` runs from ``i`` to ``j`` of pair ``short[l]``, leg
+    ``n_short + l`` from ``j`` to ``i``. Triplet ``q`` has centre ``trip_center[q]`` and legs
+    ``trip_leg1[q]`` (to bead ``trip_j[q]``) and ``trip_leg2[q]`` (to ``trip_k[q]``).
+
+    Attributes
+    ----------
+    start, stop : int
+        Frames of the batch covered.
+    i, j : (n_pairs,) int64
+    shift : (n_pairs, 3, 1) float64 or None
+        Å.
+    short : (n_short,) int64
+        Indices into the pairs.
+    trip_center, trip_j, trip_k, trip_leg1, trip_leg2 : (n_triplets,) int64
+    """
+
+    start: int
+    stop: int
+    i: torch.Tensor
+    j: torch.Tensor
+    shift: torch.Tensor | None
+    short: torch.Tensor
+    trip_center: torch.Tensor
+    trip_j: torch.Tensor
+    trip_k: torch.Tensor
+    trip_leg1: torch.Tensor
+    trip_leg2: torch.Tensor
+
+    @property
+    def n_frames(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def n_pairs(self) -> int:
+        return int(self.i.numel())
+
+    @property
+    def n_short(self) -> int:
+        return int(self.short.numel())
+
+    @property
+    def n_triplets(self) -> int:
+        return int(self.trip_center.numel())
+
+    def blocks(self, n_items: int) -> list[slice]:
+        """Slices of ``n_items`` pairs (or triplets) of about :data:`BLOCK_ELEMENTS` item-frames each."""
+        step = max(1, BLOCK_ELEMENTS // self.n_frames)
+        return [slice(lo, min(lo + step, n_items)) for lo in range(0, n_items, step)]
+
+    def frames_of(self, positions: torch.Tensor, scratch: Scratch) -> torch.Tensor:
+        """The group's frames of ``positions``, see :func:`frames_of`."""
+        return frames_of(positions, self.start, self.stop, scratch)
+
+
+def frames_of(positions: torch.Tensor, start: int, stop: int, scratch: Scratch) -> torch.Tensor:
+    """Frames ``start:stop`` of ``positions`` ``(n_frames, n_beads, 3)`` as a pair-major scratch
+    buffer ``(n_beads, 3, stop - start)``."""
+    xs = scratch.get("group.positions", (positions.shape[1], 3, stop - start))
+    return xs.copy_(positions[start:stop].permute(1, 2, 0))
+
+
+def pair_vectors(xs: torch.Tensor, box: torch.Tensor, i: torch.Tensor, j: torch.Tensor,
+                 shift: torch.Tensor | None, scratch: Scratch, prefix: str = "pair"
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pair vectors ``(B, 3, n)`` and squared distances ``(B, n)`` of pairs ``(i, j)`` in the frames
+    ``xs`` ``(n_beads, 3, n)`` (constant ``shift`` ``(B, 3, 1)`` or per-frame minimum image);
+    both are buffers of ``scratch`` named after ``prefix``."""
+    b, n = i.numel(), xs.shape[2]
+    d = scratch.get(f"{prefix}.d", (b, 3, n))
+    t = scratch.get(f"{prefix}.t", (b, 3, n))
+    torch.index_select(xs, 0, j, out=d)
+    torch.index_select(xs, 0, i, out=t)
+    d.sub_(t)
+    if shift is not None:
+        d.sub_(shift)
+    else:  # per-frame minimum image, exactly as minimum_image()
+        box3 = box.view(1, 3, 1)
+        torch.div(d, box3, out=t)
+        d.sub_(t.round_().mul_(box3))
+    r2 = scratch.get(f"{prefix}.r2", (b, n))
+    torch.mul(d[:, 0], d[:, 0], out=r2)
+    r2.addcmul_(d[:, 1], d[:, 1]).addcmul_(d[:, 2], d[:, 2])
+    return d, r2
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The pair groups of a batch of frames: index lists valid for any positions within the skin
+    of the ones they were built from (no distances are cached).
+
+    Attributes
+    ----------
+    n_frames, n_beads : int
+    box : (3,) float64, Å
+    groups : tuple of PairGroup
+        Consecutive, covering frames ``0:n_frames``.
     """
 
     n_frames: int
     n_beads: int
-    pair_i: torch.Tensor
-    pair_j: torch.Tensor
-    pair_shift: torch.Tensor
-    pair_frame: torch.Tensor
-    trip_center: torch.Tensor
-    trip_j: torch.Tensor
-    trip_k: torch.Tensor
-    trip_p1: torch.Tensor
-    trip_p2: torch.Tensor
-    trip_s1: torch.Tensor
-    trip_s2: torch.Tensor
-    trip_frame: torch.Tensor
+    box: torch.Tensor
+    groups: tuple[PairGroup, ...]
 
-    def frames(self, start: int, stop: int) -> "Geometry":
-        """The sub-geometry of frames ``start:stop``, with indices relative to frame ``start``."""
-        if start == 0 and stop == self.n_frames:
-            return self
-        bounds = torch.tensor([start, stop], device=self.pair_frame.device)
-        p0, p1 = torch.searchsorted(self.pair_frame, bounds).tolist()
-        t0, t1 = torch.searchsorted(self.trip_frame, bounds).tolist()
-        offset = start * self.n_beads
-        return Geometry(stop - start, self.n_beads,
-                        self.pair_i[p0:p1] - offset, self.pair_j[p0:p1] - offset,
-                        self.pair_shift[p0:p1], self.pair_frame[p0:p1] - start,
-                        self.trip_center[t0:t1] - offset, self.trip_j[t0:t1] - offset,
-                        self.trip_k[t0:t1] - offset, self.trip_p1[t0:t1] - p0,
-                        self.trip_p2[t0:t1] - p0, self.trip_s1[t0:t1], self.trip_s2[t0:t1],
-                        self.trip_frame[t0:t1] - start)
+    def check(self, positions: torch.Tensor, box: torch.Tensor) -> None:
+        """Raise :class:`ValueError` unless ``positions`` ``(n_frames, n_beads, 3)`` and ``box`` fit."""
+        if tuple(positions.shape) != (self.n_frames, self.n_beads, 3):
+            raise ValueError(f"geometry built for {self.n_frames} frames x {self.n_beads} beads, "
+                             f"got positions of shape {tuple(positions.shape)}")
+        if not torch.allclose(self.box.to(box), box):
+            raise ValueError(f"geometry built for box {self.box.tolist()}, got {box.tolist()}")
+
+    def pair_distances(self, positions: torch.Tensor) -> torch.Tensor:
+        """Distances of all listed pairs in all frames of ``positions`` (out-of-range ones too), Å."""
+        scratch = Scratch(positions.device)
+        out = []
+        for group in self.groups:
+            xs = group.frames_of(positions.detach(), scratch)
+            _, r2 = pair_vectors(xs, self.box.to(xs), group.i, group.j, group.shift, scratch)
+            out.append(r2.sqrt().reshape(-1))
+        return torch.cat(out)
 
 
-def _enumerate_triplets(pi: torch.Tensor, pj: torch.Tensor, short: torch.Tensor
-                        ) -> tuple[torch.Tensor, ...]:
-    """Centre, j, k, pair indices and signs of all triplets from the short pairs ``short``."""
-    device = pi.device
-    centers = torch.cat([pi[short], pj[short]])
-    others = torch.cat([pj[short], pi[short]])
-    pidx = torch.cat([short, short])
-    sign = torch.cat([torch.ones_like(short), -torch.ones_like(short)])
+def _enumerate_triplets(i: torch.Tensor, j: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Centre, both outer beads and both directed legs of every triplet of the pairs ``(i, j)``."""
+    device = i.device
+    n = i.numel()
+    centers = torch.cat([i, j])
+    others = torch.cat([j, i])
     order = torch.argsort(centers, stable=True)
-    centers, others, pidx, sign = centers[order], others[order], pidx[order], sign[order]
+    centers, others = centers[order], others[order]
+    legs = order  # directed leg l: pair l from i to j (l < n), pair l - n from j to i
     _, counts = torch.unique_consecutive(centers, return_counts=True)
     starts = torch.cumsum(counts, 0) - counts
-    n_directed = centers.numel()
+    n_directed = 2 * n
     local = torch.arange(n_directed, device=device) - torch.repeat_interleave(starts, counts)
     n_after = torch.repeat_interleave(counts, counts) - 1 - local
     first = torch.repeat_interleave(torch.arange(n_directed, device=device), n_after)
     offsets = torch.arange(first.numel(), device=device) - torch.repeat_interleave(
         torch.cumsum(n_after, 0) - n_after, n_after)
     second = first + 1 + offsets
-    return (centers[first], others[first], others[second], pidx[first], pidx[second],
-            sign[first], sign[second])
+    return centers[first], others[first], others[second], legs[first], legs[second]
+
+
+def _closest_approach(xs: torch.Tensor, box: torch.Tensor, i: torch.Tensor, j: torch.Tensor,
+                      shift: torch.Tensor | None, scratch: Scratch) -> torch.Tensor:
+    """Smallest squared distance of each pair ``(i, j)`` over the frames ``xs``."""
+    out = torch.empty(i.numel(), dtype=xs.dtype, device=xs.device)
+    step = max(1, BLOCK_ELEMENTS // xs.shape[2])
+    for lo in range(0, i.numel(), step):
+        block = slice(lo, min(lo + step, i.numel()))
+        _, r2 = pair_vectors(xs, box, i[block], j[block], None if shift is None else shift[block],
+                             scratch, "geo")
+        torch.amin(r2, 1, out=out[block])
+    return out
+
+
+def _reference_pairs(reference: torch.Tensor, box: torch.Tensor, i: torch.Tensor, j: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Image shifts ``(n_pairs, 3)`` and minimum-image distances of pairs ``(i, j)`` in one frame."""
+    delta = torch.index_select(reference, 0, j) - torch.index_select(reference, 0, i)
+    shift = torch.round(delta / box).mul_(box)
+    delta.sub_(shift)
+    return shift, torch.linalg.vector_norm(delta, dim=1)
+
+
+def iter_pair_groups(positions: torch.Tensor, box: torch.Tensor, neighbors: NeighborList,
+                     r_cut: float, r_three: float | None) -> Iterator[PairGroup]:
+    r"""The :class:`PairGroup` s of frames ``(n_frames, n_beads, 3)``, one after the other.
+
+    Each Verlet-list group is split into runs of at most :data:`MAX_GROUP_FRAMES` frames. With
+    :math:`D_b` the largest (minimum-image) displacement of bead ``b`` from the list's reference
+    frame within a run, the distance of pair ``(i, j)`` in any frame of the run is at least
+    :math:`r^\mathrm{ref}_{ij} - D_i - D_j`; a run keeps the pairs for which that bound is below
+    :math:`r_c`, and the triplets built from the pairs that are closer than ``r_three`` in at
+    least one of its frames (checked exactly).
+
+    Pair vectors use the reference frame's image shift when that is exact: every box edge at
+    least twice the list cutoff (no second image within :math:`r_c`) and no bead jumping by half
+    an edge or more (unwrapped frames); otherwise the per-frame minimum image. Both give the same
+    vectors for every pair in range.
+    """
+    x = positions.detach()
+    box = box.to(x)
+    large_box = bool(box.min() >= 2.0 * neighbors.cutoff)
+    scratch = shared_scratch(x.device)
+    for first, last, i, j in neighbors.groups:
+        reference = x[first]
+        ref_shift, ref_distance = _reference_pairs(reference, box, i, j)
+        for start in range(first, last, MAX_GROUP_FRAMES):
+            stop = min(start + MAX_GROUP_FRAMES, last)
+            moved = x[start:stop] - reference
+            unwrapped = bool((moved.abs() < 0.5 * box).all())
+            moved.sub_(torch.round(moved / box).mul_(box))
+            reach = torch.linalg.vector_norm(moved, dim=2).amax(0)            # D_b, (n_beads,)
+            bound = ref_distance - torch.index_select(reach, 0, i) - torch.index_select(reach, 0, j)
+            keep = torch.nonzero(bound < r_cut).squeeze(1)
+            pi, pj = torch.index_select(i, 0, keep), torch.index_select(j, 0, keep)
+            shift = ref_shift.index_select(0, keep).unsqueeze(-1) if large_box and unwrapped else None
+            if r_three is not None and keep.numel():
+                candidates = torch.nonzero(bound.index_select(0, keep) < r_three).squeeze(1)
+                closest = _closest_approach(
+                    frames_of(x, start, stop, scratch), box, pi[candidates], pj[candidates],
+                    None if shift is None else shift[candidates], scratch)
+                short = candidates[closest < r_three * r_three]
+                center, tj, tk, leg1, leg2 = _enumerate_triplets(pi[short], pj[short])
+            else:
+                short = center = tj = tk = leg1 = leg2 = i.new_zeros(0)
+            yield PairGroup(start, stop, pi, pj, shift, short, center, tj, tk, leg1, leg2)
 
 
 def build_geometry(positions: torch.Tensor, box: torch.Tensor, neighbors: NeighborList,
                    r_cut: float, r_three: float | None) -> Geometry:
-    r"""Select pairs with :math:`r < r_c` and triplets with both legs :math:`< r_3` in every frame.
+    r"""All :class:`PairGroup` s of a batch (see :func:`iter_pair_groups`).
 
     Parameters
     ----------
@@ -296,32 +474,5 @@ def build_geometry(positions: torch.Tensor, box: torch.Tensor, neighbors: Neighb
     """
     with torch.no_grad():
         x = positions.detach()
-        box = box.to(x)
-        n_frames, n_beads = x.shape[0], x.shape[1]
-        flat_i, flat_j, shifts, frames = [], [], [], []
-        for first, last, i, j in neighbors.groups:
-            step = max(1, _CHUNK_PAIRS // max(1, i.numel()))  # frames per pass (cache-sized)
-            for start in range(first, last, step):
-                stop = min(start + step, last)
-                delta, shift = minimum_image(x[start:stop, j] - x[start:stop, i], box)
-                r2 = (delta * delta).sum(-1)
-                f, p = torch.nonzero(r2 < r_cut * r_cut, as_tuple=True)
-                frame = f + start
-                flat_i.append(frame * n_beads + i[p])
-                flat_j.append(frame * n_beads + j[p])
-                shifts.append(shift[f, p])
-                frames.append(frame)
-        pair_i, pair_j = torch.cat(flat_i), torch.cat(flat_j)
-        pair_shift, pair_frame = torch.cat(shifts), torch.cat(frames)
-        if r_three is not None and pair_i.numel():
-            flat = x.reshape(-1, 3)
-            d = flat[pair_j] - flat[pair_i] - pair_shift
-            short = torch.nonzero((d * d).sum(-1) < r_three * r_three, as_tuple=True)[0]
-            center, tj, tk, p1, p2, s1, s2 = _enumerate_triplets(pair_i, pair_j, short)
-        else:
-            empty = torch.zeros(0, dtype=torch.int64, device=x.device)
-            center = tj = tk = p1 = p2 = s1 = s2 = empty
-        dtype = x.dtype
-        return Geometry(n_frames, n_beads, pair_i, pair_j, pair_shift, pair_frame,
-                        center, tj, tk, p1, p2, s1.to(dtype), s2.to(dtype),
-                        torch.div(center, n_beads, rounding_mode="floor"))
+        groups = tuple(iter_pair_groups(x, box, neighbors, r_cut, r_three))
+        return Geometry(x.shape[0], x.shape[1], box.to(x), groups)

@@ -207,6 +207,16 @@ class PairSpline(nn.Module):
         return windows @ power
 
     @staticmethod
+    def cutoff_polynomials(coefficients: torch.Tensor) -> torch.Tensor:
+        r""":meth:`interval_polynomials` with a zero row appended, ``(n_intervals + 1, 4)``.
+
+        With the interval index clamped to ``n_intervals`` (not ``n_intervals - 1``), distances
+        :math:`r \ge r_c` fall on the zero row, so :math:`\phi = \phi' = 0` there without a mask.
+        """
+        polynomials = PairSpline.interval_polynomials(coefficients)
+        return torch.cat([polynomials, polynomials.new_zeros(1, 4)])
+
+    @staticmethod
     def compute_fast(r: torch.Tensor, polynomials: torch.Tensor, r_min: float, spacing: float,
                      n_intervals: int, kappa: float, energy: bool = True
                      ) -> tuple[torch.Tensor | None, torch.Tensor]:

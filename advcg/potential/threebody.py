@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from advcg.potential.bspline import interval_and_offset, local_basis
+from advcg.potential.scratch import Scratch
 
 logger = logging.getLogger(__name__)
 
@@ -124,19 +125,57 @@ class ThreeBody(nn.Module):
         r"""Angular factor :math:`g` and :math:`dg/d\cos\theta`, each shaped like ``cos_theta``."""
         raise NotImplementedError
 
+    def angular_out(self, cos_theta: torch.Tensor, g: torch.Tensor, g_c: torch.Tensor) -> None:
+        r""":meth:`angular` written into ``g`` and ``g_c`` (no graph); subclasses avoid temporaries."""
+        with torch.no_grad():
+            value, slope = self.angular(cos_theta)
+            g.copy_(value)
+            g_c.copy_(slope)
+
     def angular_parameter_terms(self, cos_theta: torch.Tensor
                                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         r"""Local parameter derivatives of :math:`g` and :math:`dg/d\cos\theta`.
 
+        Parameters
+        ----------
+        cos_theta
+            Any shape ``(...)``.
+
         Returns
         -------
         index
-            ``(T, L)`` int64 indices into this term's parameter vector.
+            ``(..., L)`` int64 indices into this term's parameter vector.
         dg, dg_dcos
-            ``(T, L)``: :math:`\partial g/\partial\theta_p` and
+            ``(..., L)``: :math:`\partial g/\partial\theta_p` and
             :math:`\partial^2 g/\partial\theta_p\,\partial\cos\theta`.
         """
         raise NotImplementedError
+
+    def add_parameter_terms(self, cos_theta: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+                            rows: torch.Tensor | None, out: torch.Tensor, scratch: Scratch) -> None:
+        r"""Accumulate :math:`\partial g/\partial\theta_p\, a + \partial g_c/\partial\theta_p\, b`
+        into rows of ``out`` (no graph).
+
+        Parameters
+        ----------
+        cos_theta
+            ``(q, n)``: triplets by frames.
+        a, b
+            ``(n_sets, q, n)``.
+        rows
+            ``(q, n)`` int64 row of each entry, or ``None`` for the frame index (summed over the
+            triplets).
+        out
+            ``(n_sets, n_rows * n_parameters)``; entry ``row * n_parameters + p``.
+        """
+        n3 = self.n_parameters
+        index, dg, dgc = self.angular_parameter_terms(cos_theta)   # (q, n, L)
+        if rows is None:
+            rows = torch.arange(cos_theta.shape[1], device=cos_theta.device).expand_as(cos_theta)
+        bins = ((rows * n3).unsqueeze(-1) + index).reshape(-1)
+        for k in range(a.shape[0]):
+            values = dg * a[k].unsqueeze(-1) + dgc * b[k].unsqueeze(-1)
+            out[k].index_add_(0, bins, values.reshape(-1))
 
     def parameter_vector(self) -> torch.Tensor:
         """This term's learned parameters as one ``(n_parameters,)`` tensor (in graph)."""
@@ -242,8 +281,37 @@ class SWThreeBody(ThreeBody):
         eps = self.epsilon
         dg = torch.stack([eps * delta * delta, -2.0 * self.strength * eps * delta], dim=-1)
         dgc = torch.stack([2.0 * eps * delta, (-2.0 * self.strength * eps).expand_as(delta)], dim=-1)
-        index = torch.arange(2, device=cos_theta.device).expand(cos_theta.shape[0], 2)
+        index = torch.arange(2, device=cos_theta.device).expand(*cos_theta.shape, 2)
         return index, dg, dgc
+
+    def add_parameter_terms(self, cos_theta: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+                            rows: torch.Tensor | None, out: torch.Tensor, scratch: Scratch) -> None:
+        # δ = cos θ - c0: ∂g/∂λ = εδ², ∂g_c/∂λ = 2εδ; ∂g/∂c0 = -2λεδ, ∂g_c/∂c0 = -2λε,
+        # so the λ entry is εδ(δa + 2b) and the c0 entry -2λε(δa + b)
+        epsilon = float(self.epsilon)
+        strength = float(self.strength.detach())
+        shape = tuple(cos_theta.shape)
+        delta = scratch.get("sw.delta", shape)
+        torch.sub(cos_theta, float(self.cos_theta0.detach()), out=delta)
+        first = scratch.get("sw.first", shape)    # δa + b
+        second = scratch.get("sw.second", shape)  # δ(δa + 2b)
+        for k in range(a.shape[0]):
+            torch.addcmul(b[k], delta, a[k], out=first)
+            torch.add(first, b[k], out=second).mul_(delta)
+            rows_k = out[k].view(-1, 2)
+            if rows is None:
+                rows_k[:, 0].add_(second.sum(0), alpha=epsilon)
+                rows_k[:, 1].add_(first.sum(0), alpha=-2.0 * strength * epsilon)
+            else:
+                flat = rows.reshape(-1)
+                rows_k[:, 0].index_add_(0, flat, second.view(-1), alpha=epsilon)
+                rows_k[:, 1].index_add_(0, flat, first.view(-1), alpha=-2.0 * strength * epsilon)
+
+    def angular_out(self, cos_theta: torch.Tensor, g: torch.Tensor, g_c: torch.Tensor) -> None:
+        strength = float(self.strength.detach() * self.epsilon)
+        torch.sub(cos_theta, float(self.cos_theta0.detach()), out=g_c)   # δ = cos θ - cos θ0
+        torch.mul(g_c, g_c, out=g).mul_(strength)
+        g_c.mul_(2.0 * strength)
 
     def parameter_vector(self) -> torch.Tensor:
         return torch.stack([self.strength, self.cos_theta0])

@@ -1,0 +1,351 @@
+r"""Evaluation kernels on one :class:`~advcg.potential.neighbors.PairGroup`: forces and weighted
+parameter derivatives of the forces, without autograd and without per-op allocations.
+
+All arrays are row-major in beads, pairs or triplets: the group's positions and per-bead
+vectors are ``(n_beads, 3, n_frames)``, per-pair ones ``(n_pairs, 3, n_frames)`` and scalars
+``(n_pairs, n_frames)``, so one gather or scatter (``index_select``/``index_add_`` along dim 0)
+moves a whole row of a group's frames. Pair vectors are recomputed from the positions in every
+pass (:func:`~advcg.potential.neighbors.pair_vectors`). Work is done in blocks of about
+:data:`~advcg.potential.neighbors.BLOCK_ELEMENTS` item-frames whose temporaries come from a
+:class:`~advcg.potential.scratch.Scratch` (see there for why).
+
+Pair term, with :math:`\hat d = (x_j - x_i)/r`:
+
+.. math::
+
+    F_i \mathrel{+}= \phi'(r)\,\hat d,\quad F_j \mathrel{-}= \phi'(r)\,\hat d,\qquad
+    w\cdot\frac{\partial F}{\partial c_k} = \sum_\mathrm{pairs} (w_i - w_j)\cdot\hat d\; B'_k(r).
+
+On knot interval ``m`` (local coordinate ``u``), :math:`B'_{m+l}(r) = \sum_q D_{lq} u^q / h`, so the
+pair part of the weighted derivative needs only the three moments
+:math:`H_q[m] = \sum_{\text{pairs in } m} s\,u^q` (one 1-D scatter each) and a 4 × 3 convolution
+(:func:`pair_coefficients_from_moments`).
+
+Three-body term: with :math:`E = f(r_1) f(r_2) g(\cos\theta)` and unit legs :math:`\hat u_1, \hat u_2`,
+
+.. math::
+
+    \frac{\partial E}{\partial d_1} = \Big(f_1' f_2 g - \frac{f_1 f_2 g_c}{r_1}\cos\theta\Big)\hat u_1
+      + \frac{f_1 f_2 g_c}{r_1}\hat u_2
+
+(and symmetrically for :math:`d_2`); the forces are :math:`-\partial E/\partial d_1` on ``j``,
+:math:`-\partial E/\partial d_2` on ``k`` and :math:`\partial E/\partial d_1 + \partial E/\partial d_2`
+on the centre. θ enters only through :math:`g` and :math:`g_c = dg/d\cos\theta`, so
+
+.. math::
+
+    w\cdot\frac{\partial F}{\partial\theta_p} = \sum_\mathrm{triplets}
+      \frac{\partial g}{\partial\theta_p} A + \frac{\partial g_c}{\partial\theta_p} B
+
+with :math:`A, B` the weighted forces of the triplet with :math:`(g, g_c)` replaced by
+:math:`(1, 0)` and :math:`(0, 1)` (:func:`threebody_vjp`).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from advcg.potential.bspline import power_basis
+from advcg.potential.neighbors import PairGroup, pair_vectors
+from advcg.potential.scratch import Scratch
+from advcg.potential.threebody import ThreeBody
+
+__all__ = ["SplineGrid", "pair_forces", "pair_vjp_moments", "pair_coefficients_from_moments",
+           "leg_tables", "threebody_forces", "threebody_vjp"]
+
+N_MOMENTS = 3  # u^0, u^1, u^2: enough for the (quadratic) B-spline derivatives
+
+
+class SplineGrid(NamedTuple):
+    """Knot layout of the pair spline as the kernels use it.
+
+    ``last`` is the zero interval (:math:`r \\ge r_c`): bins run over ``0..last``.
+    """
+
+    r_min: float
+    spacing: float
+    last: int
+    kappa: float
+
+    @property
+    def n_bins(self) -> int:
+        return self.last + 1
+
+
+def spline_bins(r: torch.Tensor, grid: SplineGrid, scratch: Scratch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Interval index (clamped to ``0..last``) and local coordinate ``u`` (clamped at 0, as in the
+    wall) of distances ``r``; both live in ``scratch``."""
+    s = scratch.get("bins.s", tuple(r.shape))
+    m = scratch.get("bins.m", tuple(r.shape))
+    index = scratch.get("bins.index", tuple(r.shape), torch.int64)
+    torch.sub(r, grid.r_min, out=s)
+    s.div_(grid.spacing)
+    torch.floor(s, out=m)
+    m.clamp_(0, grid.last)
+    index.copy_(m)
+    return index, s.sub_(m).clamp_(min=0.0)
+
+
+def derivative_tables(polynomials: torch.Tensor, spacing: float) -> tuple[torch.Tensor, ...]:
+    """Contiguous Horner tables of :math:`\\phi'` from :meth:`PairSpline.cutoff_polynomials`:
+    :math:`\\phi' = T_0 + u(T_1 + u T_2)` (without the wall)."""
+    return (polynomials[:, 1] / spacing, 2.0 * polynomials[:, 2] / spacing,
+            3.0 * polynomials[:, 3] / spacing)
+
+
+def _pair_block(xs: torch.Tensor, box: torch.Tensor, group: PairGroup, block: slice,
+                scratch: Scratch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Vectors ``d`` ``(B, 3, n)``, distances ``r`` and ``1/r`` ``(B, n)`` of a block of pairs."""
+    shift = None if group.shift is None else group.shift[block]
+    d, r = pair_vectors(xs, box, group.i[block], group.j[block], shift, scratch)
+    inverse = scratch.get("pair.rinv", tuple(r.shape))
+    torch.rsqrt(r, out=inverse)
+    return d, r.mul_(inverse), inverse
+
+
+def pair_forces(xs: torch.Tensor, box: torch.Tensor, group: PairGroup, tables: tuple[torch.Tensor, ...],
+                grid: SplineGrid, forces: torch.Tensor, scratch: Scratch) -> None:
+    """Add the pair forces of ``group`` in frames ``xs`` ``(n_beads, 3, n)`` to ``forces`` (same shape)."""
+    t0, t1, t2 = tables
+    for block in group.blocks(group.n_pairs):
+        d, r, inverse = _pair_block(xs, box, group, block, scratch)
+        shape = tuple(r.shape)
+        index, u = spline_bins(r, grid, scratch)
+        flat = index.view(-1)
+        dphi = scratch.get("pf.dphi", shape)
+        tmp = scratch.get("pf.tmp", shape)
+        torch.index_select(t2, 0, flat, out=dphi.view(-1))
+        dphi.mul_(u)
+        torch.index_select(t1, 0, flat, out=tmp.view(-1))
+        dphi.add_(tmp).mul_(u)
+        torch.index_select(t0, 0, flat, out=tmp.view(-1))
+        dphi.add_(tmp)
+        torch.sub(r, grid.r_min, out=tmp)  # wall: + κ min(r - r_min, 0)
+        dphi.add_(tmp.clamp_(max=0.0), alpha=grid.kappa)
+        d.mul_(dphi.mul_(inverse).unsqueeze(1))  # φ'(r) d / r: the force on i
+        forces.index_add_(0, group.i[block], d)
+        forces.index_add_(0, group.j[block], d, alpha=-1.0)
+
+
+def _dot(w: torch.Tensor, vectors: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``out[k] = w[:, k] · vectors`` for ``w`` ``(B, K, 3, n)``, ``vectors`` ``(B, 3, n)``,
+    ``out`` ``(K, B, n)``."""
+    for k in range(w.shape[1]):
+        torch.mul(w[:, k, 0], vectors[:, 0], out=out[k])
+        out[k].addcmul_(w[:, k, 1], vectors[:, 1]).addcmul_(w[:, k, 2], vectors[:, 2])
+    return out
+
+
+def _add_moments(moments: torch.Tensor, index: torch.Tensor, s: torch.Tensor, u: torch.Tensor,
+                 scratch: Scratch) -> None:
+    """``moments[k, q].index_add_(index, s[k] u^q)`` for ``q < 3``."""
+    flat = index.view(-1)
+    uf = u.reshape(-1)
+    tmp = scratch.get("mom.tmp", (uf.numel(),))
+    for k in range(s.shape[0]):
+        sk = s[k].view(-1)
+        moments[k, 0].index_add_(0, flat, sk)
+        torch.mul(sk, uf, out=tmp)
+        moments[k, 1].index_add_(0, flat, tmp)
+        moments[k, 2].index_add_(0, flat, tmp.mul_(uf))
+
+
+def pair_vjp_moments(xs: torch.Tensor, box: torch.Tensor, group: PairGroup, weights: torch.Tensor,
+                     grid: SplineGrid, moments: torch.Tensor, per_bead: bool, scratch: Scratch) -> None:
+    r"""Add the moments :math:`H_q` of the weighted pair-force derivatives of ``group``.
+
+    Parameters
+    ----------
+    xs
+        The group's frames ``(n_beads, 3, n)``.
+    weights
+        ``(n_beads, n_sets, 3, n)``, contiguous.
+    moments
+        ``(n_sets, 3, n * n_bins)`` (bins ``t * n_bins + m``) or, if ``per_bead``,
+        ``(n_sets, 3, n_beads * n * n_bins)`` (bins ``(b * n + t) * n_bins + m``).
+    """
+    _, n_sets, _, n = weights.shape
+    frame_bins = torch.arange(n, device=weights.device) * grid.n_bins
+    for block in group.blocks(group.n_pairs):
+        d, r, inverse = _pair_block(xs, box, group, block, scratch)
+        b = r.shape[0]
+        index, u = spline_bins(r, grid, scratch)
+        wi = scratch.get("pv.wi", (b, n_sets, 3, n))
+        wj = scratch.get("pv.wj", (b, n_sets, 3, n))
+        torch.index_select(weights, 0, group.i[block], out=wi)
+        torch.index_select(weights, 0, group.j[block], out=wj)
+        s = scratch.get("pv.s", (n_sets, b, n))
+        bins = scratch.get("pv.bins", (b, n), torch.int64)
+        torch.add(index, frame_bins, out=bins)
+        if not per_bead:
+            _dot(wi.sub_(wj), d, s).mul_(inverse)   # (w_i - w_j)·d/r
+            _add_moments(moments, bins, s, u, scratch)
+            continue
+        # bead b's own term: w_i·d̂ B' on i, -w_j·d̂ B' on j
+        bead_bins = scratch.get("pv.bead_bins", (b, n), torch.int64)
+        for beads, wb, sign in ((group.i[block], wi, 1.0), (group.j[block], wj, -1.0)):
+            _dot(wb, d, s).mul_(inverse).mul_(sign)
+            torch.add(bins, (beads * (n * grid.n_bins)).unsqueeze(1), out=bead_bins)
+            _add_moments(moments, bead_bins, s, u, scratch)
+
+
+def pair_coefficients_from_moments(moments: torch.Tensor, grid: SplineGrid) -> torch.Tensor:
+    """Coefficient derivatives ``(..., n_intervals)`` from moments ``(..., 3, n_bins)``.
+
+    The zero interval (``r >= r_c``) is dropped, and so are the three padding coefficients.
+    """
+    n_intervals = grid.last
+    _, first = power_basis(moments.dtype, moments.device)
+    # per interval m and local function l: sum_q D[l, q] H_q[m] / h
+    local = torch.einsum("...qm,lq->...lm", moments[..., :n_intervals], first) / grid.spacing
+    out = moments.new_zeros(*moments.shape[:-2], n_intervals + 3)
+    for l in range(4):
+        out[..., l:l + n_intervals] += local[..., l, :]
+    return out[..., :n_intervals]
+
+
+def leg_tables(xs: torch.Tensor, box: torch.Tensor, group: PairGroup, threebody: ThreeBody,
+               scratch: Scratch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Directed legs of the group's short pairs in frames ``xs``: unit vectors
+    ``(2 n_short, 3, n)`` and ``(r, f(r), f'(r))`` stacked as ``(2 n_short, 3, n)``."""
+    n_short, n = group.n_short, xs.shape[2]
+    short = group.short
+    shift = None if group.shift is None else group.shift[short]
+    d, r = pair_vectors(xs, box, group.i[short], group.j[short], shift, scratch, "legs")
+    r.sqrt_()
+    unit = scratch.get("legs.unit", (2 * n_short, 3, n))
+    torch.div(d, r.unsqueeze(1), out=unit[:n_short])
+    torch.neg(unit[:n_short], out=unit[n_short:])
+    radial = scratch.get("legs.radial", (2 * n_short, 3, n))
+    f, df = threebody.radial(r, float(threebody.sigma * threebody.gamma), threebody.cutoff)
+    for k, value in enumerate((r, f, df)):
+        radial[:n_short, k] = value
+    radial[n_short:] = radial[:n_short]
+    return unit, radial
+
+
+def _gather_legs(legs: tuple[torch.Tensor, torch.Tensor], group: PairGroup, block: slice,
+                 scratch: Scratch) -> tuple[torch.Tensor, ...]:
+    """Both legs of the triplets in ``block`` (unit vectors and ``(r, f, f')`` rows) and cos θ."""
+    unit, radial = legs
+    n = group.n_frames
+    q = block.stop - block.start
+    u1, u2 = scratch.get("leg.u1", (q, 3, n)), scratch.get("leg.u2", (q, 3, n))
+    q1, q2 = scratch.get("leg.q1", (q, 3, n)), scratch.get("leg.q2", (q, 3, n))
+    torch.index_select(unit, 0, group.trip_leg1[block], out=u1)
+    torch.index_select(unit, 0, group.trip_leg2[block], out=u2)
+    torch.index_select(radial, 0, group.trip_leg1[block], out=q1)
+    torch.index_select(radial, 0, group.trip_leg2[block], out=q2)
+    cos = scratch.get("leg.cos", (q, n))
+    torch.mul(u1[:, 0], u2[:, 0], out=cos)
+    cos.addcmul_(u1[:, 1], u2[:, 1]).addcmul_(u1[:, 2], u2[:, 2])
+    return u1, u2, q1, q2, cos
+
+
+def threebody_forces(group: PairGroup, threebody: ThreeBody, legs: tuple[torch.Tensor, torch.Tensor],
+                     forces: torch.Tensor, scratch: Scratch) -> None:
+    """Add the three-body forces of ``group`` to ``forces`` ``(n_beads, 3, n_frames)``."""
+    for block in group.blocks(group.n_triplets):
+        u1, u2, q1, q2, cos = _gather_legs(legs, group, block, scratch)
+        r1, f1, df1 = q1.unbind(1)
+        r2, f2, df2 = q2.unbind(1)
+        shape = tuple(cos.shape)
+        g, g_c = scratch.get("tf.g", shape), scratch.get("tf.gc", shape)
+        threebody.angular_out(cos, g, g_c)
+        b = scratch.get("tf.b", shape)
+        torch.mul(f1, f2, out=b).mul_(g_c)           # f1 f2 g_c
+        c1, c2 = scratch.get("tf.c1", shape), scratch.get("tf.c2", shape)
+        torch.div(b, r1, out=c1)
+        torch.div(b, r2, out=c2)
+        a1, a2 = scratch.get("tf.a1", shape), scratch.get("tf.a2", shape)
+        torch.mul(df1, f2, out=a1).mul_(g).addcmul_(c1, cos, value=-1.0)
+        torch.mul(f1, df2, out=a2).mul_(g).addcmul_(c2, cos, value=-1.0)
+        vectors = (shape[0], 3, shape[1])
+        grad1, grad2 = scratch.get("tf.grad1", vectors), scratch.get("tf.grad2", vectors)
+        torch.mul(u1, a1.unsqueeze(1), out=grad1).addcmul_(u2, c1.unsqueeze(1))
+        torch.mul(u2, a2.unsqueeze(1), out=grad2).addcmul_(u1, c2.unsqueeze(1))
+        forces.index_add_(0, group.trip_j[block], grad1, alpha=-1.0)
+        forces.index_add_(0, group.trip_k[block], grad2, alpha=-1.0)
+        forces.index_add_(0, group.trip_center[block], grad1.add_(grad2))
+
+
+def threebody_vjp(group: PairGroup, threebody: ThreeBody, legs: tuple[torch.Tensor, torch.Tensor],
+                  weights: torch.Tensor, out: torch.Tensor, per_bead: bool, scratch: Scratch) -> None:
+    r"""Add the weighted three-body force derivatives of ``group`` to ``out``.
+
+    With :math:`\alpha_1 = f_1' f_2`, :math:`\alpha_2 = f_1 f_2'`, :math:`\beta_i = f_1 f_2/r_i` and
+    :math:`\Delta_1 = w_c - w_j`, :math:`\Delta_2 = w_c - w_k`, the triplet's weighted force for
+    :math:`(g, g_c) = (1, 0)` and :math:`(0, 1)` is
+
+    .. math::
+
+        A = \alpha_1 \Delta_1\cdot\hat u_1 + \alpha_2 \Delta_2\cdot\hat u_2,\qquad
+        B = \beta_1 (\Delta_1\cdot\hat u_2 - \cos\theta\,\Delta_1\cdot\hat u_1)
+          + \beta_2 (\Delta_2\cdot\hat u_1 - \cos\theta\,\Delta_2\cdot\hat u_2)
+
+    (per bead: each bead's own share of these sums).
+
+    Parameters
+    ----------
+    weights
+        ``(n_beads, n_sets, 3, n)``, contiguous.
+    out
+        ``(n_sets, n * n3)`` (entry ``t * n3 + p``) or, if ``per_bead``,
+        ``(n_sets, n_beads * n * n3)`` (entry ``(b * n + t) * n3 + p``).
+    """
+    _, n_sets, _, n = weights.shape
+    frames = torch.arange(n, device=weights.device).unsqueeze(0)
+    for block in group.blocks(group.n_triplets):
+        u1, u2, q1, q2, cos = _gather_legs(legs, group, block, scratch)
+        r1, f1, df1 = q1.unbind(1)
+        r2, f2, df2 = q2.unbind(1)
+        q = cos.shape[0]
+        shape = tuple(cos.shape)
+        alpha1, alpha2 = scratch.get("tv.alpha1", shape), scratch.get("tv.alpha2", shape)
+        beta1, beta2 = scratch.get("tv.beta1", shape), scratch.get("tv.beta2", shape)
+        torch.mul(df1, f2, out=alpha1)
+        torch.mul(f1, df2, out=alpha2)
+        torch.mul(f1, f2, out=beta2)
+        torch.div(beta2, r1, out=beta1)
+        beta2.div_(r2)
+        roles = (group.trip_j[block], group.trip_k[block], group.trip_center[block])
+        wj, wk, wc = (torch.index_select(weights, 0, beads, out=scratch.get(f"tv.{name}", (q, n_sets, 3, n)))
+                      for name, beads in zip(("wj", "wk", "wc"), roles))
+        sets = (n_sets,) + shape
+        a, b = scratch.get("tv.a", sets), scratch.get("tv.b", sets)
+        p1, p2 = scratch.get("tv.p1", sets), scratch.get("tv.p2", sets)
+        if not per_bead:
+            dw1 = wj.neg_().add_(wc)   # w_c - w_j
+            dw2 = wk.neg_().add_(wc)   # w_c - w_k
+            _dot(dw1, u1, p1)
+            _dot(dw1, u2, p2)
+            torch.mul(p1, alpha1, out=a)
+            torch.mul(p2.addcmul_(p1, cos, value=-1.0), beta1, out=b)
+            _dot(dw2, u2, p1)
+            _dot(dw2, u1, p2)
+            a.addcmul_(p1, alpha2)
+            b.addcmul_(p2.addcmul_(p1, cos, value=-1.0), beta2)
+            threebody.add_parameter_terms(cos, a, b, None, out, scratch)
+            continue
+        # per bead: j gets -w_j·∂E/∂d1, k gets -w_k·∂E/∂d2, the centre w_c·(∂E/∂d1 + ∂E/∂d2)
+        rows = scratch.get("tv.rows", shape, torch.int64)
+        for role, (beads, wb) in enumerate(zip(roles, (wj, wk, wc))):
+            _dot(wb, u1, p1)
+            _dot(wb, u2, p2)
+            if role == 0:
+                torch.mul(p1, alpha1, out=a).neg_()
+                torch.mul(p2.addcmul_(p1, cos, value=-1.0), beta1, out=b).neg_()
+            elif role == 1:
+                torch.mul(p2, alpha2, out=a).neg_()
+                torch.mul(p1.addcmul_(p2, cos, value=-1.0), beta2, out=b).neg_()
+            else:
+                torch.mul(p1, alpha1, out=a).addcmul_(p2, alpha2)
+                tmp = scratch.get("tv.tmp", sets)
+                torch.addcmul(p2, p1, cos, value=-1.0, out=tmp)        # p2 - cos p1
+                torch.mul(tmp, beta1, out=b)
+                torch.addcmul(p1, p2, cos, value=-1.0, out=tmp)        # p1 - cos p2
+                b.addcmul_(tmp, beta2)
+            torch.add(frames, (beads * n).unsqueeze(1), out=rows)
+            threebody.add_parameter_terms(cos, a, b, rows, out, scratch)
