@@ -1,11 +1,14 @@
 r"""Evaluation kernels on one :class:`~advcg.potential.neighbors.PairGroup`: forces and weighted
 parameter derivatives of the forces, without autograd and without per-op allocations.
 
-All arrays are row-major in beads, pairs or triplets: the group's positions and per-bead
-vectors are ``(n_beads, 3, n_frames)``, per-pair ones ``(n_pairs, 3, n_frames)`` and scalars
-``(n_pairs, n_frames)``, so one gather or scatter (``index_select``/``index_add_`` along dim 0)
-moves a whole row of a group's frames. Pair vectors are recomputed from the positions in every
-pass (:func:`~advcg.potential.neighbors.pair_vectors`). Work is done in blocks of about
+Arithmetic is component-major: the group's positions are ``(3, n_beads, n_frames)``, pair and
+triplet vectors ``(3, n_items, n_frames)`` and scalars ``(n_items, n_frames)``, so every
+elementwise op runs over contiguous memory and a gather (``index_select`` along the item axis)
+moves whole rows of a group's frames. Forces are scattered as rows ``(n_beads, 3, n_frames)``
+after one transposing copy, and always with ``alpha = 1`` (``index_add_`` with another ``alpha``
+takes a slow path): contributions that enter with a minus sign go to a second accumulator. Pair
+vectors are recomputed from the positions in every pass
+(:func:`~advcg.potential.neighbors.pair_vectors`). Work is done in blocks of about
 :data:`~advcg.potential.neighbors.BLOCK_ELEMENTS` item-frames whose temporaries come from a
 :class:`~advcg.potential.scratch.Scratch` (see there for why).
 
@@ -52,10 +55,8 @@ from advcg.potential.neighbors import PairGroup, pair_vectors
 from advcg.potential.scratch import Scratch
 from advcg.potential.threebody import ThreeBody
 
-__all__ = ["SplineGrid", "pair_forces", "pair_vjp_moments", "pair_coefficients_from_moments",
-           "leg_tables", "threebody_forces", "threebody_vjp"]
-
-N_MOMENTS = 3  # u^0, u^1, u^2: enough for the (quadratic) B-spline derivatives
+__all__ = ["SplineGrid", "ForceAccumulator", "pair_forces", "pair_vjp_moments",
+           "pair_coefficients_from_moments", "leg_tables", "threebody_forces", "threebody_vjp"]
 
 
 class SplineGrid(NamedTuple):
@@ -74,18 +75,53 @@ class SplineGrid(NamedTuple):
         return self.last + 1
 
 
-def spline_bins(r: torch.Tensor, grid: SplineGrid, scratch: Scratch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Interval index (clamped to ``0..last``) and local coordinate ``u`` (clamped at 0, as in the
-    wall) of distances ``r``; both live in ``scratch``."""
-    s = scratch.get("bins.s", tuple(r.shape))
-    m = scratch.get("bins.m", tuple(r.shape))
-    index = scratch.get("bins.index", tuple(r.shape), torch.int64)
-    torch.sub(r, grid.r_min, out=s)
-    s.div_(grid.spacing)
-    torch.floor(s, out=m)
-    m.clamp_(0, grid.last)
-    index.copy_(m)
-    return index, s.sub_(m).clamp_(min=0.0)
+class ForceAccumulator:
+    """Forces of one group as two row accumulators ``(n_beads, 3, n)``: :meth:`add` and
+    :meth:`subtract` take component-major vectors ``(3, B, n)``; :meth:`total` is their difference."""
+
+    def __init__(self, n_beads: int, n_frames: int, scratch: Scratch) -> None:
+        self.plus = scratch.get("acc.plus", (n_beads, 3, n_frames)).zero_()
+        self.minus = scratch.get("acc.minus", (n_beads, 3, n_frames)).zero_()
+        self._scratch = scratch
+
+    def _rows(self, vectors: torch.Tensor) -> torch.Tensor:
+        rows = self._scratch.get("acc.rows", (vectors.shape[1], 3, vectors.shape[2]))
+        return rows.copy_(vectors.permute(1, 0, 2))
+
+    def add(self, beads: torch.Tensor, vectors: torch.Tensor) -> None:
+        self.plus.index_add_(0, beads, self._rows(vectors))
+
+    def add_rows(self, beads: torch.Tensor, rows: torch.Tensor) -> None:
+        self.plus.index_add_(0, beads, rows)
+
+    def subtract_rows(self, beads: torch.Tensor, rows: torch.Tensor) -> None:
+        self.minus.index_add_(0, beads, rows)
+
+    def rows(self, vectors: torch.Tensor) -> torch.Tensor:
+        """``vectors`` ``(3, B, n)`` as rows ``(B, 3, n)`` (a buffer reused by the next call)."""
+        return self._rows(vectors)
+
+    def total(self) -> torch.Tensor:
+        return self.plus.sub_(self.minus)
+
+
+def spline_bins(r: torch.Tensor, grid: SplineGrid, scratch: Scratch
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Interval index (clamped to ``0..last``), local coordinate ``u`` (clamped at 0, as in the
+    wall) and the wall offset :math:`\\min(r - r_\\mathrm{min}, 0)` of distances ``r``; all
+    live in ``scratch``."""
+    shape = tuple(r.shape)
+    s = scratch.get("bins.s", shape)
+    m = scratch.get("bins.m", shape)
+    index = scratch.get("bins.index", shape, torch.int64)
+    wall = scratch.get("bins.wall", shape)
+    torch.sub(r, grid.r_min, out=wall)
+    torch.div(wall, grid.spacing, out=s)
+    wall.clamp_(max=0.0)
+    torch.clamp(s, 0, grid.last, out=m)
+    index.copy_(m)          # truncation = floor for m >= 0
+    m.copy_(index)
+    return index, s.sub_(m).clamp_(min=0.0), wall
 
 
 def derivative_tables(polynomials: torch.Tensor, spacing: float) -> tuple[torch.Tensor, ...]:
@@ -97,8 +133,8 @@ def derivative_tables(polynomials: torch.Tensor, spacing: float) -> tuple[torch.
 
 def _pair_block(xs: torch.Tensor, box: torch.Tensor, group: PairGroup, block: slice,
                 scratch: Scratch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Vectors ``d`` ``(B, 3, n)``, distances ``r`` and ``1/r`` ``(B, n)`` of a block of pairs."""
-    shift = None if group.shift is None else group.shift[block]
+    """Vectors ``d`` ``(3, B, n)``, distances ``r`` and ``1/r`` ``(B, n)`` of a block of pairs."""
+    shift = None if group.shift is None else group.shift[:, block]
     d, r = pair_vectors(xs, box, group.i[block], group.j[block], shift, scratch)
     inverse = scratch.get("pair.rinv", tuple(r.shape))
     torch.rsqrt(r, out=inverse)
@@ -106,13 +142,13 @@ def _pair_block(xs: torch.Tensor, box: torch.Tensor, group: PairGroup, block: sl
 
 
 def pair_forces(xs: torch.Tensor, box: torch.Tensor, group: PairGroup, tables: tuple[torch.Tensor, ...],
-                grid: SplineGrid, forces: torch.Tensor, scratch: Scratch) -> None:
-    """Add the pair forces of ``group`` in frames ``xs`` ``(n_beads, 3, n)`` to ``forces`` (same shape)."""
+                grid: SplineGrid, forces: ForceAccumulator, scratch: Scratch) -> None:
+    """Add the pair forces of ``group`` in frames ``xs`` ``(3, n_beads, n)`` to ``forces``."""
     t0, t1, t2 = tables
     for block in group.blocks(group.n_pairs):
         d, r, inverse = _pair_block(xs, box, group, block, scratch)
         shape = tuple(r.shape)
-        index, u = spline_bins(r, grid, scratch)
+        index, u, wall = spline_bins(r, grid, scratch)
         flat = index.view(-1)
         dphi = scratch.get("pf.dphi", shape)
         tmp = scratch.get("pf.tmp", shape)
@@ -121,35 +157,28 @@ def pair_forces(xs: torch.Tensor, box: torch.Tensor, group: PairGroup, tables: t
         torch.index_select(t1, 0, flat, out=tmp.view(-1))
         dphi.add_(tmp).mul_(u)
         torch.index_select(t0, 0, flat, out=tmp.view(-1))
-        dphi.add_(tmp)
-        torch.sub(r, grid.r_min, out=tmp)  # wall: + κ min(r - r_min, 0)
-        dphi.add_(tmp.clamp_(max=0.0), alpha=grid.kappa)
-        d.mul_(dphi.mul_(inverse).unsqueeze(1))  # φ'(r) d / r: the force on i
-        forces.index_add_(0, group.i[block], d)
-        forces.index_add_(0, group.j[block], d, alpha=-1.0)
+        dphi.add_(tmp).add_(wall, alpha=grid.kappa)
+        rows = forces.rows(d.mul_(dphi.mul_(inverse)))   # φ'(r) d / r: the force on i
+        forces.add_rows(group.i[block], rows)
+        forces.subtract_rows(group.j[block], rows)
 
 
 def _dot(w: torch.Tensor, vectors: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``out[k] = w[:, k] · vectors`` for ``w`` ``(B, K, 3, n)``, ``vectors`` ``(B, 3, n)``,
-    ``out`` ``(K, B, n)``."""
-    for k in range(w.shape[1]):
-        torch.mul(w[:, k, 0], vectors[:, 0], out=out[k])
-        out[k].addcmul_(w[:, k, 1], vectors[:, 1]).addcmul_(w[:, k, 2], vectors[:, 2])
+    """``out[k] = w[k] · vectors`` for ``w`` ``(K, 3, ...)``, ``vectors`` ``(3, ...)``."""
+    for k in range(w.shape[0]):
+        torch.mul(w[k, 0], vectors[0], out=out[k])
+        out[k].addcmul_(w[k, 1], vectors[1]).addcmul_(w[k, 2], vectors[2])
     return out
 
 
-def _add_moments(moments: torch.Tensor, index: torch.Tensor, s: torch.Tensor, u: torch.Tensor,
-                 scratch: Scratch) -> None:
-    """``moments[k, q].index_add_(index, s[k] u^q)`` for ``q < 3``."""
-    flat = index.view(-1)
-    uf = u.reshape(-1)
-    tmp = scratch.get("mom.tmp", (uf.numel(),))
-    for k in range(s.shape[0]):
-        sk = s[k].view(-1)
-        moments[k, 0].index_add_(0, flat, sk)
-        torch.mul(sk, uf, out=tmp)
-        moments[k, 1].index_add_(0, flat, tmp)
-        moments[k, 2].index_add_(0, flat, tmp.mul_(uf))
+def _add_moments(moments: torch.Tensor, index: torch.Tensor, values: torch.Tensor, u: torch.Tensor) -> None:
+    """``moments[k, q, index] += s[k] u^q`` for ``q < 3``, with ``s = values[:, 0]`` given and
+    ``values`` ``(K, 3, B, n)`` completed here (one ``scatter_add_`` for all sets and moments)."""
+    torch.mul(values[:, 0], u, out=values[:, 1])
+    torch.mul(values[:, 1], u, out=values[:, 2])
+    rows = moments.shape[0] * 3
+    flat = values.view(rows, -1)
+    moments.view(rows, -1).scatter_add_(1, index.view(1, -1).expand(rows, -1), flat)
 
 
 def pair_vjp_moments(xs: torch.Tensor, box: torch.Tensor, group: PairGroup, weights: torch.Tensor,
@@ -159,36 +188,38 @@ def pair_vjp_moments(xs: torch.Tensor, box: torch.Tensor, group: PairGroup, weig
     Parameters
     ----------
     xs
-        The group's frames ``(n_beads, 3, n)``.
+        The group's frames ``(3, n_beads, n)``.
     weights
-        ``(n_beads, n_sets, 3, n)``, contiguous.
+        ``(n_sets, 3, n_beads, n)``, contiguous.
     moments
         ``(n_sets, 3, n * n_bins)`` (bins ``t * n_bins + m``) or, if ``per_bead``,
         ``(n_sets, 3, n_beads * n * n_bins)`` (bins ``(b * n + t) * n_bins + m``).
     """
-    _, n_sets, _, n = weights.shape
+    n_sets, _, n_beads, n = weights.shape
+    w = weights.view(n_sets * 3, n_beads, n)
     frame_bins = torch.arange(n, device=weights.device) * grid.n_bins
     for block in group.blocks(group.n_pairs):
         d, r, inverse = _pair_block(xs, box, group, block, scratch)
         b = r.shape[0]
-        index, u = spline_bins(r, grid, scratch)
-        wi = scratch.get("pv.wi", (b, n_sets, 3, n))
-        wj = scratch.get("pv.wj", (b, n_sets, 3, n))
-        torch.index_select(weights, 0, group.i[block], out=wi)
-        torch.index_select(weights, 0, group.j[block], out=wj)
-        s = scratch.get("pv.s", (n_sets, b, n))
+        index, u, _ = spline_bins(r, grid, scratch)
+        wi = scratch.get("pv.wi", (n_sets, 3, b, n))
+        wj = scratch.get("pv.wj", (n_sets, 3, b, n))
+        torch.index_select(w, 1, group.i[block], out=wi.view(n_sets * 3, b, n))
+        torch.index_select(w, 1, group.j[block], out=wj.view(n_sets * 3, b, n))
+        values = scratch.get("pv.values", (n_sets, 3, b, n))   # s u^q, s = w·d̂
         bins = scratch.get("pv.bins", (b, n), torch.int64)
         torch.add(index, frame_bins, out=bins)
+        d.mul_(inverse)                                  # unit vectors
         if not per_bead:
-            _dot(wi.sub_(wj), d, s).mul_(inverse)   # (w_i - w_j)·d/r
-            _add_moments(moments, bins, s, u, scratch)
+            _dot(wi.sub_(wj), d, values[:, 0])           # (w_i - w_j)·d̂
+            _add_moments(moments, bins, values, u)
             continue
         # bead b's own term: w_i·d̂ B' on i, -w_j·d̂ B' on j
         bead_bins = scratch.get("pv.bead_bins", (b, n), torch.int64)
         for beads, wb, sign in ((group.i[block], wi, 1.0), (group.j[block], wj, -1.0)):
-            _dot(wb, d, s).mul_(inverse).mul_(sign)
+            _dot(wb, d, values[:, 0]).mul_(sign)
             torch.add(bins, (beads * (n * grid.n_bins)).unsqueeze(1), out=bead_bins)
-            _add_moments(moments, bead_bins, s, u, scratch)
+            _add_moments(moments, bead_bins, values, u)
 
 
 def pair_coefficients_from_moments(moments: torch.Tensor, grid: SplineGrid) -> torch.Tensor:
@@ -209,48 +240,47 @@ def pair_coefficients_from_moments(moments: torch.Tensor, grid: SplineGrid) -> t
 def leg_tables(xs: torch.Tensor, box: torch.Tensor, group: PairGroup, threebody: ThreeBody,
                scratch: Scratch) -> tuple[torch.Tensor, torch.Tensor]:
     """Directed legs of the group's short pairs in frames ``xs``: unit vectors
-    ``(2 n_short, 3, n)`` and ``(r, f(r), f'(r))`` stacked as ``(2 n_short, 3, n)``."""
+    ``(3, 2 n_short, n)`` and ``(r, f(r), f'(r))`` stacked as ``(3, 2 n_short, n)``."""
     n_short, n = group.n_short, xs.shape[2]
     short = group.short
-    shift = None if group.shift is None else group.shift[short]
+    shift = None if group.shift is None else group.shift[:, short]
     d, r = pair_vectors(xs, box, group.i[short], group.j[short], shift, scratch, "legs")
     r.sqrt_()
-    unit = scratch.get("legs.unit", (2 * n_short, 3, n))
-    torch.div(d, r.unsqueeze(1), out=unit[:n_short])
-    torch.neg(unit[:n_short], out=unit[n_short:])
-    radial = scratch.get("legs.radial", (2 * n_short, 3, n))
+    unit = scratch.get("legs.unit", (3, 2 * n_short, n))
+    torch.div(d, r, out=unit[:, :n_short])
+    torch.neg(unit[:, :n_short], out=unit[:, n_short:])
+    radial = scratch.get("legs.radial", (3, 2 * n_short, n))
     f, df = threebody.radial(r, float(threebody.sigma * threebody.gamma), threebody.cutoff)
     for k, value in enumerate((r, f, df)):
-        radial[:n_short, k] = value
-    radial[n_short:] = radial[:n_short]
+        radial[k, :n_short] = value
+        radial[k, n_short:] = value
     return unit, radial
 
 
 def _gather_legs(legs: tuple[torch.Tensor, torch.Tensor], group: PairGroup, block: slice,
                  scratch: Scratch) -> tuple[torch.Tensor, ...]:
-    """Both legs of the triplets in ``block`` (unit vectors and ``(r, f, f')`` rows) and cos θ."""
+    """Both legs of the triplets in ``block`` (unit vectors and ``(r, f, f')``, each
+    ``(3, q, n)``) and cos θ ``(q, n)``."""
     unit, radial = legs
-    n = group.n_frames
+    n = unit.shape[2]
     q = block.stop - block.start
-    u1, u2 = scratch.get("leg.u1", (q, 3, n)), scratch.get("leg.u2", (q, 3, n))
-    q1, q2 = scratch.get("leg.q1", (q, 3, n)), scratch.get("leg.q2", (q, 3, n))
-    torch.index_select(unit, 0, group.trip_leg1[block], out=u1)
-    torch.index_select(unit, 0, group.trip_leg2[block], out=u2)
-    torch.index_select(radial, 0, group.trip_leg1[block], out=q1)
-    torch.index_select(radial, 0, group.trip_leg2[block], out=q2)
+    u1, u2 = scratch.get("leg.u1", (3, q, n)), scratch.get("leg.u2", (3, q, n))
+    q1, q2 = scratch.get("leg.q1", (3, q, n)), scratch.get("leg.q2", (3, q, n))
+    torch.index_select(unit, 1, group.trip_leg1[block], out=u1)
+    torch.index_select(unit, 1, group.trip_leg2[block], out=u2)
+    torch.index_select(radial, 1, group.trip_leg1[block], out=q1)
+    torch.index_select(radial, 1, group.trip_leg2[block], out=q2)
     cos = scratch.get("leg.cos", (q, n))
-    torch.mul(u1[:, 0], u2[:, 0], out=cos)
-    cos.addcmul_(u1[:, 1], u2[:, 1]).addcmul_(u1[:, 2], u2[:, 2])
+    torch.mul(u1[0], u2[0], out=cos)
+    cos.addcmul_(u1[1], u2[1]).addcmul_(u1[2], u2[2])
     return u1, u2, q1, q2, cos
 
 
 def threebody_forces(group: PairGroup, threebody: ThreeBody, legs: tuple[torch.Tensor, torch.Tensor],
-                     forces: torch.Tensor, scratch: Scratch) -> None:
-    """Add the three-body forces of ``group`` to ``forces`` ``(n_beads, 3, n_frames)``."""
+                     forces: ForceAccumulator, scratch: Scratch) -> None:
+    """Add the three-body forces of ``group`` to ``forces``."""
     for block in group.blocks(group.n_triplets):
-        u1, u2, q1, q2, cos = _gather_legs(legs, group, block, scratch)
-        r1, f1, df1 = q1.unbind(1)
-        r2, f2, df2 = q2.unbind(1)
+        u1, u2, (r1, f1, df1), (r2, f2, df2), cos = _gather_legs(legs, group, block, scratch)
         shape = tuple(cos.shape)
         g, g_c = scratch.get("tf.g", shape), scratch.get("tf.gc", shape)
         threebody.angular_out(cos, g, g_c)
@@ -262,13 +292,12 @@ def threebody_forces(group: PairGroup, threebody: ThreeBody, legs: tuple[torch.T
         a1, a2 = scratch.get("tf.a1", shape), scratch.get("tf.a2", shape)
         torch.mul(df1, f2, out=a1).mul_(g).addcmul_(c1, cos, value=-1.0)
         torch.mul(f1, df2, out=a2).mul_(g).addcmul_(c2, cos, value=-1.0)
-        vectors = (shape[0], 3, shape[1])
-        grad1, grad2 = scratch.get("tf.grad1", vectors), scratch.get("tf.grad2", vectors)
-        torch.mul(u1, a1.unsqueeze(1), out=grad1).addcmul_(u2, c1.unsqueeze(1))
-        torch.mul(u2, a2.unsqueeze(1), out=grad2).addcmul_(u1, c2.unsqueeze(1))
-        forces.index_add_(0, group.trip_j[block], grad1, alpha=-1.0)
-        forces.index_add_(0, group.trip_k[block], grad2, alpha=-1.0)
-        forces.index_add_(0, group.trip_center[block], grad1.add_(grad2))
+        grad1, grad2 = scratch.get("tf.grad1", (3,) + shape), scratch.get("tf.grad2", (3,) + shape)
+        torch.mul(u1, a1, out=grad1).addcmul_(u2, c1)    # ∂E/∂d1
+        torch.mul(u2, a2, out=grad2).addcmul_(u1, c2)    # ∂E/∂d2
+        forces.subtract_rows(group.trip_j[block], forces.rows(grad1))
+        forces.subtract_rows(group.trip_k[block], forces.rows(grad2))
+        forces.add(group.trip_center[block], grad1.add_(grad2))
 
 
 def threebody_vjp(group: PairGroup, threebody: ThreeBody, legs: tuple[torch.Tensor, torch.Tensor],
@@ -290,17 +319,16 @@ def threebody_vjp(group: PairGroup, threebody: ThreeBody, legs: tuple[torch.Tens
     Parameters
     ----------
     weights
-        ``(n_beads, n_sets, 3, n)``, contiguous.
+        ``(n_sets, 3, n_beads, n)``, contiguous.
     out
         ``(n_sets, n * n3)`` (entry ``t * n3 + p``) or, if ``per_bead``,
         ``(n_sets, n_beads * n * n3)`` (entry ``(b * n + t) * n3 + p``).
     """
-    _, n_sets, _, n = weights.shape
+    n_sets, _, n_beads, n = weights.shape
+    w = weights.view(n_sets * 3, n_beads, n)
     frames = torch.arange(n, device=weights.device).unsqueeze(0)
     for block in group.blocks(group.n_triplets):
-        u1, u2, q1, q2, cos = _gather_legs(legs, group, block, scratch)
-        r1, f1, df1 = q1.unbind(1)
-        r2, f2, df2 = q2.unbind(1)
+        u1, u2, (r1, f1, df1), (r2, f2, df2), cos = _gather_legs(legs, group, block, scratch)
         q = cos.shape[0]
         shape = tuple(cos.shape)
         alpha1, alpha2 = scratch.get("tv.alpha1", shape), scratch.get("tv.alpha2", shape)
@@ -311,8 +339,8 @@ def threebody_vjp(group: PairGroup, threebody: ThreeBody, legs: tuple[torch.Tens
         torch.div(beta2, r1, out=beta1)
         beta2.div_(r2)
         roles = (group.trip_j[block], group.trip_k[block], group.trip_center[block])
-        wj, wk, wc = (torch.index_select(weights, 0, beads, out=scratch.get(f"tv.{name}", (q, n_sets, 3, n)))
-                      for name, beads in zip(("wj", "wk", "wc"), roles))
+        wj, wk, wc = (torch.index_select(w, 1, beads, out=scratch.get(f"tv.{name}", (n_sets * 3, q, n)))
+                      .view(n_sets, 3, q, n) for name, beads in zip(("wj", "wk", "wc"), roles))
         sets = (n_sets,) + shape
         a, b = scratch.get("tv.a", sets), scratch.get("tv.b", sets)
         p1, p2 = scratch.get("tv.p1", sets), scratch.get("tv.p2", sets)

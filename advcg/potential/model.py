@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from advcg import io
-from advcg.potential.kernels import (SplineGrid, derivative_tables, leg_tables,
+from advcg.potential.kernels import (ForceAccumulator, SplineGrid, derivative_tables, leg_tables,
                                      pair_coefficients_from_moments, pair_forces, pair_vjp_moments,
                                      threebody_forces, threebody_vjp)
 from advcg.potential.neighbors import (Geometry, NeighborList, PairGroup, build_geometry,
@@ -355,12 +355,12 @@ class CGPotential(nn.Module):
             out = torch.empty_like(x)
             for group in groups:
                 xs = group.frames_of(x, scratch)
-                forces = scratch.get("model.forces", tuple(xs.shape)).zero_()
+                forces = ForceAccumulator(n_beads, group.n_frames, scratch)
                 pair_forces(xs, box, group, tables, grid, forces, scratch)
                 if group.n_triplets:
                     legs = leg_tables(xs, box, group, self.threebody, scratch)
                     threebody_forces(group, self.threebody, legs, forces, scratch)
-                out[group.start:group.stop] = forces.permute(2, 0, 1)
+                out[group.start:group.stop] = forces.total().permute(2, 0, 1)
             return out
 
     def force_parameter_vjp(self, positions: torch.Tensor, box: torch.Tensor | np.ndarray | list[float],
@@ -424,8 +424,8 @@ class CGPotential(nn.Module):
         for group in groups:
             n = group.n_frames
             xs = group.frames_of(x, scratch)
-            w = scratch.get("model.weights", (n_beads, n_sets, 3, n))
-            w.copy_(weights[:, group.start:group.stop].permute(2, 0, 3, 1))
+            w = scratch.get("model.weights", (n_sets, 3, n_beads, n))
+            w.copy_(weights[:, group.start:group.stop].permute(0, 3, 2, 1))
             rows = n_beads * n if per_bead else n
             moments = weights.new_zeros(n_sets, 3, rows * grid.n_bins)
             pair_vjp_moments(xs, box, group, w, grid, moments, per_bead, scratch)
@@ -505,7 +505,7 @@ class CGPotential(nn.Module):
                 xs = group.frames_of(x.detach(), scratch)
                 pair = x.new_zeros(group.n_frames * k)
                 for block in group.blocks(group.n_pairs):
-                    shift = None if group.shift is None else group.shift[block]
+                    shift = None if group.shift is None else group.shift[:, block]
                     _, r2 = pair_vectors(xs, box_t, group.i[block], group.j[block], shift, scratch)
                     r = r2.sqrt()
                     index, beta, _, _ = p.local(r, p.r_min, p.spacing, p.n_intervals)
@@ -515,9 +515,9 @@ class CGPotential(nn.Module):
                 if group.n_triplets:
                     unit, radial = leg_tables(xs, box_t, group, self.threebody, scratch)
                     for block in group.blocks(group.n_triplets):
-                        u1, u2 = unit[group.trip_leg1[block]], unit[group.trip_leg2[block]]
-                        f12 = radial[group.trip_leg1[block], 1] * radial[group.trip_leg2[block], 1]
-                        index, dg, _ = self.threebody.angular_parameter_terms((u1 * u2).sum(1))
+                        u1, u2 = unit[:, group.trip_leg1[block]], unit[:, group.trip_leg2[block]]
+                        f12 = radial[1, group.trip_leg1[block]] * radial[1, group.trip_leg2[block]]
+                        index, dg, _ = self.threebody.angular_parameter_terms((u1 * u2).sum(0))
                         three.index_add_(0, (index + (frames * n3)[:, None]).reshape(-1),
                                          (f12.unsqueeze(-1) * dg).reshape(-1))
                 out[group.start:group.stop] = torch.cat(

@@ -18,8 +18,7 @@ Pair search:
 frames (one Verlet list) that share one pair list, the pairs closer than :math:`r_c` in at least one
 of the group's frames, and one triplet list :math:`(j, i, k)` built from the pairs closer than the
 three-body cutoff in at least one frame. Every frame of a group is evaluated with the same index
-arrays (pair-major layout, ``(n_pairs, 3, n_frames)``), so gathers and scatters move whole rows of
-frames; pairs and triplets that are out of range in a frame contribute exactly zero there (the
+arrays, so gathers and scatters move whole rows of frames; pairs and triplets that are out of range in a frame contribute exactly zero there (the
 pair spline and the three-body screening vanish at their cutoffs). Distances are recomputed from
 the positions at every evaluation: on CPU that is cheaper than reading them from a cache, whose
 fresh memory costs more in page faults than the arithmetic.
@@ -153,6 +152,14 @@ class NeighborList:
     n_beads: int
     groups: tuple[tuple[int, int, torch.Tensor, torch.Tensor], ...]
 
+    def spans(self, max_frames: int) -> list[tuple[int, int]]:
+        """Consecutive frame ranges ``(start, stop)`` covering all frames, each inside one list
+        group and at most ``max_frames`` long: batches that evaluate with one pair list each."""
+        if max_frames < 1:
+            raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+        return [(lo, min(lo + max_frames, stop)) for start, stop, _, _ in self.groups
+                for lo in range(start, stop, max_frames)]
+
     def frames(self, start: int, stop: int) -> "NeighborList":
         """The lists of frames ``start:stop`` (frame indices relative to ``start``)."""
         if not 0 <= start < stop <= self.n_frames:
@@ -163,11 +170,13 @@ class NeighborList:
 
 
 def _max_displacement(frames: torch.Tensor, reference: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
-    """Largest minimum-image displacement of any bead from ``reference``, per frame."""
+    """Largest minimum-image displacement of any bead from ``reference`` ``(3, n_beads)``, per
+    frame of ``frames`` ``(n_frames, 3, n_beads)`` (component-major: no size-3 inner loops)."""
+    box3 = box.view(1, 3, 1)
     delta = frames - reference
-    delta.sub_(box * torch.round(delta / box))
-    d2 = delta[..., 0] * delta[..., 0]
-    d2.addcmul_(delta[..., 1], delta[..., 1]).addcmul_(delta[..., 2], delta[..., 2])
+    delta.sub_(torch.round(delta / box3).mul_(box3))
+    d2 = delta[:, 0] * delta[:, 0]
+    d2.addcmul_(delta[:, 1], delta[:, 1]).addcmul_(delta[:, 2], delta[:, 2])
     return d2.amax(-1).sqrt_()
 
 
@@ -200,6 +209,7 @@ def build_neighbor_list(positions: torch.Tensor, box: torch.Tensor, cutoff: floa
     x = positions.detach()
     n_frames, n_beads = x.shape[0], x.shape[1]
     box = box.to(x)
+    columns = x.transpose(1, 2).contiguous()  # (n_frames, 3, n_beads)
     groups = []
     start = 0
     while start < n_frames:
@@ -207,7 +217,7 @@ def build_neighbor_list(positions: torch.Tensor, box: torch.Tensor, cutoff: floa
         i, j = build_pairs(reference, box, cutoff + skin, method)
         stop = n_frames
         if start + 1 < n_frames:
-            moved = _max_displacement(x[start + 1:], reference, box)
+            moved = _max_displacement(columns[start + 1:], columns[start], box)
             bad = torch.nonzero(2.0 * moved >= skin)
             if bad.numel():
                 stop = start + 1 + int(bad[0, 0])
@@ -235,7 +245,7 @@ def check_neighbor_list(neighbors: NeighborList, positions: torch.Tensor, box: t
 class PairGroup:
     r"""Consecutive frames ``start:stop`` that share one pair list and one triplet list.
 
-    Pair ``p`` joins beads ``i[p] < j[p]``; its vector in a frame is ``x_j - x_i - shift[p]`` when
+    Pair ``p`` joins beads ``i[p] < j[p]``; its vector in a frame is ``x_j - x_i - shift[:, p]`` when
     ``shift`` is given (a constant image shift: exact for every pair in range when every box edge
     is at least twice the Verlet cutoff), the per-frame minimum image of ``x_j - x_i`` otherwise.
     The pairs are those closer than :math:`r_c` in at least one of the group's frames.
@@ -250,7 +260,7 @@ class PairGroup:
     start, stop : int
         Frames of the batch covered.
     i, j : (n_pairs,) int64
-    shift : (n_pairs, 3, 1) float64 or None
+    shift : (3, n_pairs, 1) float64 or None
         Å.
     short : (n_short,) int64
         Indices into the pairs.
@@ -296,33 +306,33 @@ class PairGroup:
 
 
 def frames_of(positions: torch.Tensor, start: int, stop: int, scratch: Scratch) -> torch.Tensor:
-    """Frames ``start:stop`` of ``positions`` ``(n_frames, n_beads, 3)`` as a pair-major scratch
-    buffer ``(n_beads, 3, stop - start)``."""
-    xs = scratch.get("group.positions", (positions.shape[1], 3, stop - start))
-    return xs.copy_(positions[start:stop].permute(1, 2, 0))
+    """Frames ``start:stop`` of ``positions`` ``(n_frames, n_beads, 3)`` as a component-major
+    scratch buffer ``(3, n_beads, stop - start)``."""
+    xs = scratch.get("group.positions", (3, positions.shape[1], stop - start))
+    return xs.copy_(positions[start:stop].permute(2, 1, 0))
 
 
 def pair_vectors(xs: torch.Tensor, box: torch.Tensor, i: torch.Tensor, j: torch.Tensor,
                  shift: torch.Tensor | None, scratch: Scratch, prefix: str = "pair"
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pair vectors ``(B, 3, n)`` and squared distances ``(B, n)`` of pairs ``(i, j)`` in the frames
-    ``xs`` ``(n_beads, 3, n)`` (constant ``shift`` ``(B, 3, 1)`` or per-frame minimum image);
+    """Pair vectors ``(3, B, n)`` and squared distances ``(B, n)`` of pairs ``(i, j)`` in the frames
+    ``xs`` ``(3, n_beads, n)`` (constant ``shift`` ``(3, B, 1)`` or per-frame minimum image);
     both are buffers of ``scratch`` named after ``prefix``."""
     b, n = i.numel(), xs.shape[2]
-    d = scratch.get(f"{prefix}.d", (b, 3, n))
-    t = scratch.get(f"{prefix}.t", (b, 3, n))
-    torch.index_select(xs, 0, j, out=d)
-    torch.index_select(xs, 0, i, out=t)
+    d = scratch.get(f"{prefix}.d", (3, b, n))
+    t = scratch.get(f"{prefix}.t", (3, b, n))
+    torch.index_select(xs, 1, j, out=d)
+    torch.index_select(xs, 1, i, out=t)
     d.sub_(t)
     if shift is not None:
         d.sub_(shift)
     else:  # per-frame minimum image, exactly as minimum_image()
-        box3 = box.view(1, 3, 1)
+        box3 = box.view(3, 1, 1)
         torch.div(d, box3, out=t)
         d.sub_(t.round_().mul_(box3))
     r2 = scratch.get(f"{prefix}.r2", (b, n))
-    torch.mul(d[:, 0], d[:, 0], out=r2)
-    r2.addcmul_(d[:, 1], d[:, 1]).addcmul_(d[:, 2], d[:, 2])
+    torch.mul(d[0], d[0], out=r2)
+    r2.addcmul_(d[1], d[1]).addcmul_(d[2], d[2])
     return d, r2
 
 
@@ -391,7 +401,7 @@ def _closest_approach(xs: torch.Tensor, box: torch.Tensor, i: torch.Tensor, j: t
     step = max(1, BLOCK_ELEMENTS // xs.shape[2])
     for lo in range(0, i.numel(), step):
         block = slice(lo, min(lo + step, i.numel()))
-        _, r2 = pair_vectors(xs, box, i[block], j[block], None if shift is None else shift[block],
+        _, r2 = pair_vectors(xs, box, i[block], j[block], None if shift is None else shift[:, block],
                              scratch, "geo")
         torch.amin(r2, 1, out=out[block])
     return out
@@ -399,11 +409,14 @@ def _closest_approach(xs: torch.Tensor, box: torch.Tensor, i: torch.Tensor, j: t
 
 def _reference_pairs(reference: torch.Tensor, box: torch.Tensor, i: torch.Tensor, j: torch.Tensor
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Image shifts ``(n_pairs, 3)`` and minimum-image distances of pairs ``(i, j)`` in one frame."""
-    delta = torch.index_select(reference, 0, j) - torch.index_select(reference, 0, i)
-    shift = torch.round(delta / box).mul_(box)
+    """Image shifts ``(3, n_pairs)`` and minimum-image distances of pairs ``(i, j)`` in the frame
+    ``reference`` ``(3, n_beads)``."""
+    box2 = box.view(3, 1)
+    delta = torch.index_select(reference, 1, j).sub_(torch.index_select(reference, 1, i))
+    shift = torch.round(delta / box2).mul_(box2)
     delta.sub_(shift)
-    return shift, torch.linalg.vector_norm(delta, dim=1)
+    r2 = delta[0] * delta[0]
+    return shift, r2.addcmul_(delta[1], delta[1]).addcmul_(delta[2], delta[2]).sqrt_()
 
 
 def iter_pair_groups(positions: torch.Tensor, box: torch.Tensor, neighbors: NeighborList,
@@ -424,26 +437,31 @@ def iter_pair_groups(positions: torch.Tensor, box: torch.Tensor, neighbors: Neig
     """
     x = positions.detach()
     box = box.to(x)
+    box3 = box.view(3, 1, 1)
     large_box = bool(box.min() >= 2.0 * neighbors.cutoff)
     scratch = shared_scratch(x.device)
     for first, last, i, j in neighbors.groups:
-        reference = x[first]
-        ref_shift, ref_distance = _reference_pairs(reference, box, i, j)
+        reference = x[first].t().unsqueeze(-1)                               # (3, n_beads, 1)
+        ref_shift, ref_distance = _reference_pairs(reference[..., 0], box, i, j)
         for start in range(first, last, MAX_GROUP_FRAMES):
             stop = min(start + MAX_GROUP_FRAMES, last)
-            moved = x[start:stop] - reference
-            unwrapped = bool((moved.abs() < 0.5 * box).all())
-            moved.sub_(torch.round(moved / box).mul_(box))
-            reach = torch.linalg.vector_norm(moved, dim=2).amax(0)            # D_b, (n_beads,)
+            xs = frames_of(x, start, stop, scratch)                          # (3, n_beads, n)
+            moved = xs - reference
+            unwrapped = bool(moved.abs().amax() < 0.5 * box.min())
+            if not unwrapped:
+                moved.sub_(torch.round(moved / box3).mul_(box3))
+            reach = moved[0] * moved[0]
+            reach = reach.addcmul_(moved[1], moved[1]).addcmul_(moved[2], moved[2]).amax(1).sqrt_()
             bound = ref_distance - torch.index_select(reach, 0, i) - torch.index_select(reach, 0, j)
             keep = torch.nonzero(bound < r_cut).squeeze(1)
             pi, pj = torch.index_select(i, 0, keep), torch.index_select(j, 0, keep)
-            shift = ref_shift.index_select(0, keep).unsqueeze(-1) if large_box and unwrapped else None
+            shift = None
+            if large_box and unwrapped:
+                shift = ref_shift.index_select(1, keep).unsqueeze(-1)        # (3, n_pairs, 1)
             if r_three is not None and keep.numel():
                 candidates = torch.nonzero(bound.index_select(0, keep) < r_three).squeeze(1)
-                closest = _closest_approach(
-                    frames_of(x, start, stop, scratch), box, pi[candidates], pj[candidates],
-                    None if shift is None else shift[candidates], scratch)
+                closest = _closest_approach(xs, box, pi[candidates], pj[candidates],
+                                            None if shift is None else shift[:, candidates], scratch)
                 short = candidates[closest < r_three * r_three]
                 center, tj, tk, leg1, leg2 = _enumerate_triplets(pi[short], pj[short])
             else:
