@@ -243,21 +243,24 @@ def estimate_gradient(potential: torch.nn.Module, paths: np.ndarray, box: np.nda
         thermo_total[w] = _theta_gradient(u.sum(), params)
 
         weights_t = a_t[None, :, None]
-        for lo in range(1, n_path - 1, spec.chunk_steps):
-            hi = min(lo + spec.chunk_steps, n_path - 1)
+        # one Verlet list for the whole window (rebuilt only where beads moved half the skin);
+        # chunks of at most chunk_steps steps that each use one of its pair lists
+        window_list = potential.neighbor_list(torch.as_tensor(paths[w, 1:-1]), box_t)
+        for start, stop in window_list.spans(spec.chunk_steps):
+            lo, hi = start + 1, stop + 1
             x = torch.as_tensor(paths[w, lo - 1:hi + 1])      # steps lo-1 .. hi
             inner = x[1:-1]
-            geometry = potential.geometry(inner, box_t)
+            geometry = potential.geometry(inner, box_t, neighbors=window_list.frames(lo - 1, hi - 1))
             forces = potential.forces(inner, box_t, neighbors=geometry)
             accel = mass / (FTM2V * dt**2) * (x[2:] - 2 * x[1:-1] + x[:-2])
             velocity_term = mass / (FTM2V * dt) * (x[1:-1] - x[:-2])
             noise = accel - forces + gamma * velocity_term
-            # θ: Σ_n Σ_j A_j R·∂F/∂θ / σ²   and the unweighted global version
+            # θ: Σ_n Σ_j A_j R·∂F/∂θ / σ²   and the unweighted global version, in one pass
             scaled = noise / var
-            path_weighted[w, :n_theta] += potential.force_parameter_vjp(
-                inner, box_t, weights_t * scaled, neighbors=geometry).sum(dim=0).numpy()
-            path_global[w, :n_theta] += potential.force_parameter_vjp(
-                inner, box_t, scaled, neighbors=geometry).sum(dim=0).numpy()
+            both = potential.force_parameter_vjp(inner, box_t, torch.stack([weights_t * scaled, scaled]),
+                                                 neighbors=geometry).sum(dim=1).numpy()
+            path_weighted[w, :n_theta] += both[0]
+            path_global[w, :n_theta] += both[1]
             # log γ, per bead
             per_bead = (-gamma * noise * velocity_term / var + noise**2 / (2 * var) - 0.5).sum(dim=(0, 2))
             path_weighted[w, n_theta] += float((a_t * per_bead).sum())
