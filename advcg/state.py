@@ -120,6 +120,9 @@ def save_state(directory: str | os.PathLike, state: TrainingState) -> Path:
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a state directory should not be
     try:
         state.potential.to_json(tmp / POTENTIAL_FILE)
         write_json(tmp / DYNAMICS_FILE, asdict(state.dynamics))

@@ -257,7 +257,9 @@ def evaluate(state_dir: Path, aa_trajectory: Path, aa_observables: Path, config:
     metrics.update({"round": state.dynamics.round, "damp_fs": state.dynamics.damp,
                     "seconds": time.perf_counter() - started})
     save_observables_json(Path(outdir) / "observables.json", observables, metrics, reference)
-    write_json(Path(outdir) / "metrics.json", metrics)
+    # strict JSON: MSD ratios beyond the run's length are NaN, written as null
+    ratios = {str(k): (float(v) if math.isfinite(v) else None) for k, v in metrics["msd_ratios"].items()}
+    write_json(Path(outdir) / "metrics.json", {**metrics, "msd_ratios": ratios})
     logger.info("evaluate round %d: RDF max|dg| %.3f, ADF TVD %.3f, D ratio %s",
                 state.dynamics.round, metrics["rdf_max_abs_diff"], metrics["adf_total_variation"],
                 metrics["diffusion_ratio"])
