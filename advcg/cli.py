@@ -252,5 +252,11 @@ def _register_export(sub: argparse._SubParsersAction) -> None:
 _REGISTRY.append(_register_export)
 
 
+# -- pipeline stages (simulate, features, discriminate, update, evaluate, ...: advcg/pipeline_cli.py)
+from advcg.pipeline_cli import REGISTER as _PIPELINE_REGISTER  # noqa: E402
+
+_REGISTRY += _PIPELINE_REGISTER
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -1,0 +1,220 @@
+"""``advcg`` subcommands of the pipeline stages (registered in :mod:`advcg.cli`).
+
+Every subcommand takes ``--config`` (the YAML file the pipeline resolved, or any file in the
+``config/config.yaml`` layout), explicit input and output paths and ``--threads`` (default: the
+configuration's ``threads``); it loads the configuration, sets torch's and LAMMPS's thread counts
+and calls one function of :mod:`advcg.training`, :mod:`advcg.pipeline` or :mod:`advcg.report`.
+
+================  =========================================================================
+subcommand        library function
+================  =========================================================================
+``state-init``    :func:`advcg.pipeline.initial_state`
+``simulate``      :func:`advcg.training.simulate`
+``features``      :func:`advcg.training.aa_features` / :func:`advcg.training.cg_features`
+``discriminate``  :func:`advcg.training.discriminate`
+``update``        :func:`advcg.training.update`
+``evaluate``      :func:`advcg.training.evaluate`
+``finalise``      :func:`advcg.pipeline.finalise`
+``report``        :func:`advcg.report.write_report`
+================  =========================================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+logger = logging.getLogger("advcg")
+
+
+def _config(args: argparse.Namespace) -> dict[str, Any]:
+    """Load and validate ``--config``; set the thread counts of torch and LAMMPS (OpenMP)."""
+    from advcg.config import load_config
+
+    config = load_config(args.config)
+    threads = args.threads if args.threads is not None else config["threads"]
+    if threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {threads}")
+    config["threads"] = threads
+    os.environ["OMP_NUM_THREADS"] = str(threads)   # read by advcg.engine when LAMMPS starts
+    import torch
+
+    torch.set_num_threads(threads)
+    return config
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="configuration YAML (the pipeline's resolved config)")
+    p.add_argument("--threads", type=int, default=None, help="torch and LAMMPS threads (default: config threads)")
+
+
+# -- state 0 -----------------------------------------------------------------------------------
+def _cmd_state_init(args: argparse.Namespace) -> None:
+    from advcg.pipeline import initial_state
+
+    initial_state(args.potential, _config(args), args.outdir)
+
+
+def _register_state_init(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("state-init", help="training state 0 from the initial potential",
+                       description="Writes a training state directory (potential.json, "
+                                   "dynamics.json) from the initial potential with the "
+                                   "configuration's init.damp_fs, temperature, timestep and seed.")
+    _common(p)
+    p.add_argument("--potential", required=True, help="initial potential JSON (advcg init)")
+    p.add_argument("--outdir", required=True, help="state directory to write (replaced whole)")
+    p.set_defaults(func=_cmd_state_init)
+
+
+# -- training stages ----------------------------------------------------------------------------
+def _cmd_simulate(args: argparse.Namespace) -> None:
+    from advcg.training import simulate
+
+    simulate(Path(args.state), Path(args.aa_trajectory), _config(args), Path(args.outdir))
+
+
+def _register_simulate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("simulate", help="CG run of one round: recording.npz with every-step window paths",
+                       description="Runs the round's CG Langevin simulation in LAMMPS from the last "
+                                   "frame of the mapped AA trajectory; writes OUTDIR/recording.npz "
+                                   "and the exported model OUTDIR/model/.")
+    _common(p)
+    p.add_argument("--state", required=True, help="training state directory of the round")
+    p.add_argument("--aa-trajectory", required=True, help="mapped AA trajectory .npz (start frame, box)")
+    p.add_argument("--outdir", required=True, help="output directory")
+    p.set_defaults(func=_cmd_simulate)
+
+
+def _cmd_features(args: argparse.Namespace) -> None:
+    from advcg.training import aa_features, cg_features
+
+    config = _config(args)
+    if args.kind == "aa":
+        aa_features(Path(args.input), config, Path(args.output))
+    else:
+        cg_features(Path(args.input), Path(args.output))
+    logger.info("%s window features of %s written to %s", args.kind.upper(), args.input, args.output)
+
+
+def _register_features(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("features", help="per-bead discriminator features of AA or CG windows",
+                       description="aa: slices windows from the mapped AA trajectory .npz; cg: takes "
+                                   "the windows of a round's recording.npz. Writes a torch tensor "
+                                   "(n_windows, n_beads, n_features).")
+    _common(p)
+    p.add_argument("kind", choices=("aa", "cg"), help="AA trajectory or CG recording")
+    p.add_argument("--input", required=True, help="mapped AA trajectory .npz (aa) or recording.npz (cg)")
+    p.add_argument("--output", required=True, help="features file (.pt)")
+    p.set_defaults(func=_cmd_features)
+
+
+def _cmd_discriminate(args: argparse.Namespace) -> None:
+    from advcg.training import discriminate
+
+    report = discriminate(Path(args.aa_features), Path(args.cg_features),
+                          Path(args.previous) if args.previous else None, _config(args),
+                          args.round, Path(args.checkpoint), Path(args.log_json))
+    logger.info("round %d discriminator: held-out accuracy %.3f", args.round, report["val_accuracy"])
+
+
+def _register_discriminate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("discriminate", help="train round k's discriminator (warm start from round k-1's)")
+    _common(p)
+    p.add_argument("--round", type=int, required=True, help="round index k (seeds)")
+    p.add_argument("--aa-features", required=True, help="AA features (.pt)")
+    p.add_argument("--cg-features", required=True, help="CG features of round k (.pt)")
+    p.add_argument("--previous", default=None, help="checkpoint of round k-1 (none: a fresh network)")
+    p.add_argument("--checkpoint", required=True, help="output checkpoint (.pt)")
+    p.add_argument("--log-json", required=True, help="output training log (.json)")
+    p.set_defaults(func=_cmd_discriminate)
+
+
+def _cmd_update(args: argparse.Namespace) -> None:
+    from advcg.training import update
+
+    update(Path(args.state), Path(args.recording), Path(args.cg_features), Path(args.discriminator),
+           _config(args), Path(args.out_state), Path(args.report))
+
+
+def _register_update(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("update", help="gradient estimate and Adam step: state k -> state k+1")
+    _common(p)
+    p.add_argument("--state", required=True, help="training state directory of round k")
+    p.add_argument("--recording", required=True, help="round k's recording.npz")
+    p.add_argument("--cg-features", required=True, help="round k's CG features (.pt)")
+    p.add_argument("--discriminator", required=True, help="round k's discriminator checkpoint")
+    p.add_argument("--out-state", required=True, help="state directory k+1 to write")
+    p.add_argument("--report", required=True, help="output update report (.json)")
+    p.set_defaults(func=_cmd_update)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from advcg.training import evaluate
+
+    evaluate(Path(args.state), Path(args.aa_trajectory), Path(args.aa_observables), _config(args),
+             Path(args.outdir))
+
+
+def _register_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="evaluation run of a state: observables and metrics vs AA",
+                       description="Writes OUTDIR/metrics.json, observables.json, trajectory.npz "
+                                   "and the exported model OUTDIR/model/.")
+    _common(p)
+    p.add_argument("--state", required=True, help="training state directory")
+    p.add_argument("--aa-trajectory", required=True, help="mapped AA trajectory .npz")
+    p.add_argument("--aa-observables", required=True, help="AA observables JSON (advcg observables)")
+    p.add_argument("--outdir", required=True, help="output directory")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+# -- final model and report --------------------------------------------------------------------
+def _cmd_finalise(args: argparse.Namespace) -> None:
+    from advcg.pipeline import finalise
+
+    finalise(Path(args.state), Path(args.aa_trajectory), Path(args.metrics), _config(args),
+             Path(args.outdir))
+
+
+def _register_finalise(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("finalise", help="export the final state: LAMMPS files, deck, parameters, metrics",
+                       description="Writes pair.table, threebody.sw (+ angle.table), pair.in, "
+                                   "cg_water.in, parameters.json, dynamics.json and metrics.json "
+                                   "into OUTDIR.")
+    _common(p)
+    p.add_argument("--state", required=True, help="final training state directory")
+    p.add_argument("--aa-trajectory", required=True, help="mapped AA trajectory .npz (box size of the deck)")
+    p.add_argument("--metrics", required=True, help="evaluation metrics.json of the final state")
+    p.add_argument("--outdir", required=True, help="output directory")
+    p.set_defaults(func=_cmd_finalise)
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    from advcg.report import write_report
+
+    index = write_report(args.outdir, args.aa_observables, args.evaluations, args.discriminator_logs,
+                         args.update_reports, args.benchmarks, config=_config(args))
+    logger.info("report: %s", index)
+
+
+def _register_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="HTML report with plots of a pipeline run")
+    _common(p)
+    p.add_argument("--aa-observables", required=True, help="AA observables JSON")
+    p.add_argument("--evaluations", nargs="+", required=True,
+                   help="evaluation directories of states 0..R (in order)")
+    p.add_argument("--discriminator-logs", nargs="*", default=[], help="discriminator logs of rounds 0..R-1")
+    p.add_argument("--update-reports", nargs="*", default=[], help="update reports of rounds 0..R-1")
+    p.add_argument("--benchmarks", nargs="*", default=[], help="Snakemake benchmark TSV files")
+    p.add_argument("--outdir", required=True, help="output directory")
+    p.set_defaults(func=_cmd_report)
+
+
+#: Appended to :data:`advcg.cli._REGISTRY`.
+REGISTER: list[Callable[[argparse._SubParsersAction], None]] = [
+    _register_state_init, _register_simulate, _register_features,
+    _register_discriminate, _register_update, _register_evaluate, _register_finalise,
+    _register_report,
+]
