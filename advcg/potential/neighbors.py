@@ -407,16 +407,19 @@ def _closest_approach(xs: torch.Tensor, box: torch.Tensor, i: torch.Tensor, j: t
     return out
 
 
-def _reference_pairs(reference: torch.Tensor, box: torch.Tensor, i: torch.Tensor, j: torch.Tensor
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+def _reference_pairs(reference: torch.Tensor, box: torch.Tensor, i: torch.Tensor, j: torch.Tensor,
+                     scratch: Scratch) -> tuple[torch.Tensor, torch.Tensor]:
     """Image shifts ``(3, n_pairs)`` and minimum-image distances of pairs ``(i, j)`` in the frame
-    ``reference`` ``(3, n_beads)``."""
+    ``reference`` ``(3, n_beads)`` (buffers of ``scratch``)."""
     box2 = box.view(3, 1)
-    delta = torch.index_select(reference, 1, j).sub_(torch.index_select(reference, 1, i))
-    shift = torch.round(delta / box2).mul_(box2)
+    n_pairs = i.numel()
+    delta = torch.index_select(reference, 1, j, out=scratch.get("ref.delta", (3, n_pairs)))
+    shift = torch.index_select(reference, 1, i, out=scratch.get("ref.shift", (3, n_pairs)))
     delta.sub_(shift)
-    r2 = delta[0] * delta[0]
-    return shift, r2.addcmul_(delta[1], delta[1]).addcmul_(delta[2], delta[2]).sqrt_()
+    torch.div(delta, box2, out=shift).round_().mul_(box2)
+    delta.sub_(shift)
+    distance = torch.mul(delta[0], delta[0], out=scratch.get("ref.distance", (n_pairs,)))
+    return shift, distance.addcmul_(delta[1], delta[1]).addcmul_(delta[2], delta[2]).sqrt_()
 
 
 def iter_pair_groups(positions: torch.Tensor, box: torch.Tensor, neighbors: NeighborList,
@@ -442,7 +445,7 @@ def iter_pair_groups(positions: torch.Tensor, box: torch.Tensor, neighbors: Neig
     scratch = shared_scratch(x.device)
     for first, last, i, j in neighbors.groups:
         reference = x[first].t().unsqueeze(-1)                               # (3, n_beads, 1)
-        ref_shift, ref_distance = _reference_pairs(reference[..., 0], box, i, j)
+        ref_shift, ref_distance = _reference_pairs(reference[..., 0], box, i, j, scratch)
         for start in range(first, last, MAX_GROUP_FRAMES):
             stop = min(start + MAX_GROUP_FRAMES, last)
             xs = frames_of(x, start, stop, scratch)                          # (3, n_beads, n)
@@ -452,7 +455,10 @@ def iter_pair_groups(positions: torch.Tensor, box: torch.Tensor, neighbors: Neig
                 moved.sub_(torch.round(moved / box3).mul_(box3))
             reach = moved[0] * moved[0]
             reach = reach.addcmul_(moved[1], moved[1]).addcmul_(moved[2], moved[2]).amax(1).sqrt_()
-            bound = ref_distance - torch.index_select(reach, 0, i) - torch.index_select(reach, 0, j)
+            # lower bound of each pair's distance in every frame of the run
+            bound = torch.index_select(reach, 0, i, out=scratch.get("ref.bound", (i.numel(),)))
+            bound.neg_().add_(ref_distance)
+            bound.sub_(torch.index_select(reach, 0, j, out=scratch.get("ref.reach_j", (i.numel(),))))
             keep = torch.nonzero(bound < r_cut).squeeze(1)
             pi, pj = torch.index_select(i, 0, keep), torch.index_select(j, 0, keep)
             shift = None
