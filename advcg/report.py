@@ -110,6 +110,7 @@ def _plot_observables(path: Path, aa: Observables, initial: Observables, final: 
 
 def _plot_metrics(path: Path, evaluations: list[dict[str, Any]]) -> None:
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     states = np.arange(len(evaluations))
     fig = Figure(figsize=(14, 3.8), layout="constrained")
@@ -129,12 +130,14 @@ def _plot_metrics(path: Path, evaluations: list[dict[str, Any]]) -> None:
     axes[2].set(xlabel="state (0 = initial)", title="diffusion and friction")
     for ax in axes:
         ax.legend(fontsize="small")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110)
 
 
 def _plot_training(path: Path, discriminators: list[dict[str, Any]], updates: list[dict[str, Any]]) -> None:
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     rounds = np.arange(len(updates))
     fig = Figure(figsize=(14, 3.8), layout="constrained")
@@ -156,6 +159,8 @@ def _plot_training(path: Path, discriminators: list[dict[str, Any]], updates: li
     axes[3].set(xlabel="round", title="effective sample size of the step")
     for ax in (axes[0], axes[1], axes[3]):
         ax.legend(fontsize="small")
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110)
 

@@ -1,0 +1,35 @@
+# Evaluation of training state k (0 = initial, training.rounds = final): a CG run and its RDF,
+# ADF, MSD and D against AA (METHOD §7). Runs beside the next round, which does not need it.
+
+
+rule evaluate:
+    input:
+        state=evaluated_state,
+        beads=rules.map.output.beads,
+        aa_observables=rules.aa_observables.output.json,
+    output:
+        metrics="results/evaluate/state_{state}/metrics.json",
+        observables="results/evaluate/state_{state}/observables.json",
+        trajectory=temp("results/evaluate/state_{state}/trajectory.npz"),
+        model=directory("results/evaluate/state_{state}/model"),
+    params:
+        config=config_file,
+        outdir=parent("metrics"),
+        settings=settings("accelerator", "evaluation/run_ps", "evaluation/frame_interval_fs",
+                          "training/equilibration_ps"),
+    log:
+        log_file("evaluate", "state"),
+    benchmark:
+        benchmark_file("evaluate", "state")
+    message:
+        "Evaluating state {wildcards.state} ({input.state}) against AA"
+    threads: THREADS
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    conda:
+        CONDA_ENV
+    shell:
+        "advcg evaluate --config {params.config} --threads {threads} --state {input.state}"
+        " --aa-trajectory {input.beads} --aa-observables {input.aa_observables}"
+        " --outdir {params.outdir} > {log} 2>&1"

@@ -1,0 +1,27 @@
+# ... mapped to one bead per molecule at the centre of mass, unwrapped (METHOD §1). The input is
+# the generated reference or the user's topology + trajectory (aa.source: file).
+
+
+rule map:
+    input:
+        **aa_inputs(),
+    output:
+        beads=AA_BEADS,
+    params:
+        options=map_options(),
+        settings=settings("aa/source", "aa/format", "aa/dt_ps"),
+    log:
+        log_file("map"),
+    benchmark:
+        benchmark_file("map")
+    message:
+        "Mapping {input.trajectory} to one bead per molecule"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        CONDA_ENV
+    shell:
+        "advcg map --topology {input.topology} --trajectory {input.trajectory} {params.options}"
+        " --output {output.beads} > {log} 2>&1"
