@@ -163,12 +163,11 @@ def pair_forces(xs: torch.Tensor, box: torch.Tensor, group: PairGroup, tables: t
         forces.subtract_rows(group.j[block], rows)
 
 
-def _dot(w: torch.Tensor, vectors: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``out[k] = w[k] · vectors`` for ``w`` ``(K, 3, ...)``, ``vectors`` ``(3, ...)``."""
-    for k in range(w.shape[0]):
-        torch.mul(w[k, 0], vectors[0], out=out[k])
-        out[k].addcmul_(w[k, 1], vectors[1]).addcmul_(w[k, 2], vectors[2])
-    return out
+def _dot(w: torch.Tensor, vectors: torch.Tensor, out: torch.Tensor, products: torch.Tensor) -> torch.Tensor:
+    """``out[k] = w[k] · vectors`` for ``w`` ``(K, 3, ...)``, ``vectors`` ``(3, ...)`` and
+    ``out`` ``(K, ...)``; ``products`` is a buffer shaped like ``w`` (may be ``w`` itself)."""
+    torch.mul(w, vectors, out=products)
+    return torch.add(products[:, 0], products[:, 1], out=out).add_(products[:, 2])
 
 
 def _add_moments(moments: torch.Tensor, index: torch.Tensor, values: torch.Tensor, u: torch.Tensor) -> None:
@@ -211,13 +210,14 @@ def pair_vjp_moments(xs: torch.Tensor, box: torch.Tensor, group: PairGroup, weig
         torch.add(index, frame_bins, out=bins)
         d.mul_(inverse)                                  # unit vectors
         if not per_bead:
-            _dot(wi.sub_(wj), d, values[:, 0])           # (w_i - w_j)·d̂
+            wi.sub_(wj)
+            _dot(wi, d, values[:, 0], wi)                # (w_i - w_j)·d̂
             _add_moments(moments, bins, values, u)
             continue
         # bead b's own term: w_i·d̂ B' on i, -w_j·d̂ B' on j
         bead_bins = scratch.get("pv.bead_bins", (b, n), torch.int64)
         for beads, wb, sign in ((group.i[block], wi, 1.0), (group.j[block], wj, -1.0)):
-            _dot(wb, d, values[:, 0]).mul_(sign)
+            _dot(wb, d, values[:, 0], wb).mul_(sign)
             torch.add(bins, (beads * (n * grid.n_bins)).unsqueeze(1), out=bead_bins)
             _add_moments(moments, bead_bins, values, u)
 
@@ -344,15 +344,16 @@ def threebody_vjp(group: PairGroup, threebody: ThreeBody, legs: tuple[torch.Tens
         sets = (n_sets,) + shape
         a, b = scratch.get("tv.a", sets), scratch.get("tv.b", sets)
         p1, p2 = scratch.get("tv.p1", sets), scratch.get("tv.p2", sets)
+        products = scratch.get("tv.products", (n_sets, 3) + shape)
         if not per_bead:
             dw1 = wj.neg_().add_(wc)   # w_c - w_j
             dw2 = wk.neg_().add_(wc)   # w_c - w_k
-            _dot(dw1, u1, p1)
-            _dot(dw1, u2, p2)
+            _dot(dw1, u1, p1, products)
+            _dot(dw1, u2, p2, products)
             torch.mul(p1, alpha1, out=a)
             torch.mul(p2.addcmul_(p1, cos, value=-1.0), beta1, out=b)
-            _dot(dw2, u2, p1)
-            _dot(dw2, u1, p2)
+            _dot(dw2, u2, p1, products)
+            _dot(dw2, u1, p2, products)
             a.addcmul_(p1, alpha2)
             b.addcmul_(p2.addcmul_(p1, cos, value=-1.0), beta2)
             threebody.add_parameter_terms(cos, a, b, None, out, scratch)
@@ -360,8 +361,8 @@ def threebody_vjp(group: PairGroup, threebody: ThreeBody, legs: tuple[torch.Tens
         # per bead: j gets -w_j·∂E/∂d1, k gets -w_k·∂E/∂d2, the centre w_c·(∂E/∂d1 + ∂E/∂d2)
         rows = scratch.get("tv.rows", shape, torch.int64)
         for role, (beads, wb) in enumerate(zip(roles, (wj, wk, wc))):
-            _dot(wb, u1, p1)
-            _dot(wb, u2, p2)
+            _dot(wb, u1, p1, products)
+            _dot(wb, u2, p2, products)
             if role == 0:
                 torch.mul(p1, alpha1, out=a).neg_()
                 torch.mul(p2.addcmul_(p1, cos, value=-1.0), beta1, out=b).neg_()

@@ -37,8 +37,8 @@ from advcg.potential.scratch import Scratch, shared_scratch
 
 logger = logging.getLogger(__name__)
 
-#: pair-frame elements per vectorised pass: each temporary (0.5 MiB) stays in the L2 cache
-BLOCK_ELEMENTS = 65536
+#: item-frame elements per vectorised pass: the temporaries (0.25 MiB each) stay in the L2 cache
+BLOCK_ELEMENTS = 32768
 #: frames of one pair group at most (longer Verlet-list groups are split)
 MAX_GROUP_FRAMES = 64
 
