@@ -211,6 +211,11 @@ def test_geometry_and_neighbor_list_reuse_across_frames(frames) -> None:
     every = m.forces(window, box, neighbors=geo)
     part = listed.frames(30, 45)
     assert part.n_frames == 15
+    spans = listed.spans(25)
+    assert spans == [(0, 25), (25, 50), (50, 70)]
+    jumpy = window[:4].clone()
+    jumpy[:, 0, 0] += torch.tensor([0.0, 0.6, 1.2, 1.8], dtype=torch.float64)  # > skin/2 every frame
+    assert m.neighbor_list(jumpy, box).spans(25) == [(0, 1), (1, 2), (2, 3), (3, 4)]
     assert torch.allclose(m.forces(window[30:45], box, neighbors=part), every[30:45], atol=1e-12)
     for k in (0, 44, 69):
         assert torch.allclose(every[k], m.forces(window[k], box), atol=1e-11)

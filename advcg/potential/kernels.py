@@ -21,8 +21,8 @@ Pair term, with :math:`\hat d = (x_j - x_i)/r`:
 
 On knot interval ``m`` (local coordinate ``u``), :math:`B'_{m+l}(r) = \sum_q D_{lq} u^q / h`, so the
 pair part of the weighted derivative needs only the three moments
-:math:`H_q[m] = \sum_{\text{pairs in } m} s\,u^q` (one 1-D scatter each) and a 4 × 3 convolution
-(:func:`pair_coefficients_from_moments`).
+:math:`H_q[m] = \sum_{\text{pairs in } m} s\,u^q` per frame (one ``scatter_add_`` for all moments
+and weight sets) and a 4 × 3 convolution (:func:`pair_coefficients_from_moments`).
 
 Three-body term: with :math:`E = f(r_1) f(r_2) g(\cos\theta)` and unit legs :math:`\hat u_1, \hat u_2`,
 
@@ -76,20 +76,22 @@ class SplineGrid(NamedTuple):
 
 
 class ForceAccumulator:
-    """Forces of one group as two row accumulators ``(n_beads, 3, n)``: :meth:`add` and
-    :meth:`subtract` take component-major vectors ``(3, B, n)``; :meth:`total` is their difference."""
+    """Forces of one group as two row accumulators ``(n_beads, 3, n)``, ``plus`` and ``minus``
+    (both scattered with ``alpha = 1``); :meth:`total` is their difference.
+
+    Component-major vectors ``(3, B, n)`` become rows with :meth:`rows`, which :meth:`add_rows`
+    and :meth:`subtract_rows` scatter to beads ``(B,)``; :meth:`add` does both steps.
+    """
 
     def __init__(self, n_beads: int, n_frames: int, scratch: Scratch) -> None:
         self.plus = scratch.get("acc.plus", (n_beads, 3, n_frames)).zero_()
         self.minus = scratch.get("acc.minus", (n_beads, 3, n_frames)).zero_()
         self._scratch = scratch
 
-    def _rows(self, vectors: torch.Tensor) -> torch.Tensor:
+    def rows(self, vectors: torch.Tensor) -> torch.Tensor:
+        """``vectors`` ``(3, B, n)`` as rows ``(B, 3, n)`` (a buffer reused by the next call)."""
         rows = self._scratch.get("acc.rows", (vectors.shape[1], 3, vectors.shape[2]))
         return rows.copy_(vectors.permute(1, 0, 2))
-
-    def add(self, beads: torch.Tensor, vectors: torch.Tensor) -> None:
-        self.plus.index_add_(0, beads, self._rows(vectors))
 
     def add_rows(self, beads: torch.Tensor, rows: torch.Tensor) -> None:
         self.plus.index_add_(0, beads, rows)
@@ -97,11 +99,11 @@ class ForceAccumulator:
     def subtract_rows(self, beads: torch.Tensor, rows: torch.Tensor) -> None:
         self.minus.index_add_(0, beads, rows)
 
-    def rows(self, vectors: torch.Tensor) -> torch.Tensor:
-        """``vectors`` ``(3, B, n)`` as rows ``(B, 3, n)`` (a buffer reused by the next call)."""
-        return self._rows(vectors)
+    def add(self, beads: torch.Tensor, vectors: torch.Tensor) -> None:
+        self.add_rows(beads, self.rows(vectors))
 
     def total(self) -> torch.Tensor:
+        """The forces ``(n_beads, 3, n)`` (in the ``plus`` buffer)."""
         return self.plus.sub_(self.minus)
 
 
@@ -119,8 +121,8 @@ def spline_bins(r: torch.Tensor, grid: SplineGrid, scratch: Scratch
     torch.div(wall, grid.spacing, out=s)
     wall.clamp_(max=0.0)
     torch.clamp(s, 0, grid.last, out=m)
-    index.copy_(m)          # truncation = floor for m >= 0
-    m.copy_(index)
+    index.copy_(m)          # float -> int truncates, = floor for m >= 0
+    m.copy_(index)          # the interval's start, as float
     return index, s.sub_(m).clamp_(min=0.0), wall
 
 
