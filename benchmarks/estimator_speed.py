@@ -16,7 +16,9 @@ The LAMMPS figure covers the production run only (equilibration excluded); the e
 covers everything :func:`estimate_gradient` does (neighbour lists, forces, weighted parameter
 derivatives, localisation weights, thermodynamic part). Ratios are given in wall-clock time and,
 in brackets, in CPU time of this process, which other jobs on a shared machine do not inflate
-(with one thread both agree on an idle machine).
+(with one thread both agree on an idle machine). The last column is the share of the estimator's
+time spent in :func:`advcg.estimator.localisation_weights` (a dense n_beads² distance matrix
+per window), timed separately.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import numpy as np
 import torch
 
 from advcg.engine import Accelerator
-from advcg.estimator import estimate_gradient
+from advcg.estimator import EstimatorSpec, estimate_gradient, localisation_weights
 from advcg.export import box_length, export_model
 from advcg.langevin import GaussianLangevin, LangevinSpec, RecordPlan, Recording
 from advcg.potential import CGPotential
@@ -57,6 +59,7 @@ class Timing:
     estimator_steps: int
     estimator_seconds: float
     estimator_cpu: float
+    localisation_seconds: float  # part of estimator_seconds: the per-window localisation weights
 
     @property
     def lammps_rate(self) -> float:
@@ -123,8 +126,13 @@ def measure(n_beads: int, threads: int, n_windows: int, window_steps: int, equil
     started, cpu = time.perf_counter(), time.process_time()
     estimate_gradient(potential, recording.paths, recording.box, losses, dynamics)
     estimator_seconds, estimator_cpu = time.perf_counter() - started, time.process_time() - cpu
+    radius = EstimatorSpec().localisation_radius
+    started = time.perf_counter()
+    for window, window_losses in zip(recording.paths, losses):
+        localisation_weights(window[1], recording.box, window_losses, radius)
+    localisation_seconds = time.perf_counter() - started
     return Timing(n_beads, lammps_steps, lammps_seconds, lammps_cpu, n_windows * window_steps,
-                  estimator_seconds, estimator_cpu)
+                  estimator_seconds, estimator_cpu, localisation_seconds)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,11 +149,13 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.window_steps} steps per size")
     print("cost ratio = estimator time per step / LAMMPS time per step (wall clock; CPU time of "
           "this process in brackets, robust to other load)")
-    print(f"{'beads':>6} {'LAMMPS steps/s':>15} {'estimator steps/s':>18} {'cost ratio':>11} {'(CPU)':>8}")
+    print(f"{'beads':>6} {'LAMMPS steps/s':>15} {'estimator steps/s':>18} {'cost ratio':>11} {'(CPU)':>8} "
+          f"{'localisation share':>19}")
     for n_beads in args.beads:
         t = measure(n_beads, args.threads, args.windows, args.window_steps, args.equilibration)
+        share = t.localisation_seconds / t.estimator_seconds
         print(f"{t.n_beads:>6} {t.lammps_rate:>15.1f} {t.estimator_rate:>18.1f} {t.ratio:>10.2f}x "
-              f"({t.cpu_ratio:.2f}x)", flush=True)
+              f"({t.cpu_ratio:.2f}x) {share:>18.0%}", flush=True)
     return 0
 
 
