@@ -154,7 +154,7 @@ def choose_accelerator(requested: str = "auto", n_threads: int | None = None,
         if requested == "kokkos":
             raise EngineError("accelerator 'kokkos' requested but this LAMMPS has no KOKKOS GPU "
                               "backend (lammps.accelerator_config); install a Kokkos build "
-                              "(envs/lammps-kokkos.yaml) or set accelerator: openmp|serial")
+                              "(envs/advcg.yaml) or set accelerator: openmp|serial")
     if requested in ("auto", "openmp"):
         if "OPENMP" in packages:
             if requested == "auto":
