@@ -113,8 +113,7 @@ def finalise(state_dir: str | os.PathLike, aa_trajectory: str | os.PathLike,
         metrics = {key: evaluation[key] for key in FINAL_METRICS}
         metrics.update({"round": state.dynamics.round, "damp_fs": state.dynamics.damp,
                         "variant": state.potential.variant, "n_beads": n_beads,
-                        "density_g_cm3": density,
-                        "evaluation": {key: evaluation[key] for key in ("seconds",) if key in evaluation}})
+                        "density_g_cm3": density, "evaluation_seconds": evaluation.get("seconds")})
         write_json(tmp / "metrics.json", metrics)
         names = sorted(p.name for p in tmp.iterdir() if p.name != "metrics.json") + ["metrics.json"]
         for name in names:
