@@ -317,7 +317,7 @@ def imc_update(pair: PairSpline, frame_rdfs: np.ndarray, target: RDF, temperatur
 
         \delta = \arg\min_\delta \sum_{i:\,r_i \in \text{r\_range}}
             \big(\langle g_i\rangle - g_{\mathrm{AA},i} + (J\delta)_i\big)^2
-            + \lambda \|D_2 \delta\|^2,\qquad
+            + \lambda \left(\|D_2 \delta\|^2 + \|\delta\|^2\right),\qquad
         c \leftarrow c + \alpha\,\mathrm{clip}(\delta, \pm\delta_\mathrm{max})
 
     (Lyubartsev & Laaksonen's inverse Monte Carlo in the spline basis). :math:`J` is the exact
@@ -325,8 +325,9 @@ def imc_update(pair: PairSpline, frame_rdfs: np.ndarray, target: RDF, temperatur
     :math:`n_j = g_j N(N-1) v_j / 2V` of bin :math:`j` (shell volume :math:`v_j`) standing in
     for the pair distances (bins of 0.05 Å against 0.2 Å knots); it only sets the step, the
     fixed point is :math:`\langle g\rangle = g_\mathrm{AA}` whatever its errors. The
-    second-difference penalty :math:`\lambda = \text{regularisation}\cdot\|J\|_F^2/K` tames
-    the directions the frames do not determine. Unlike the IBI update, this step accounts for
+    penalty, :math:`\lambda = \text{regularisation}\cdot\|J\|_F^2/K` on the second differences
+    and on the step itself, leaves the directions the frames do not determine (the core, where
+    :math:`g = 0`) as they are and smooths the rest. Unlike the IBI update, this step accounts for
     the collective response of a dense liquid (raising :math:`\phi` over the first shell moves
     neighbours out less than :math:`e^{-\beta\Delta\phi}` says), which makes plain IBI
     converge slowly for water.
@@ -375,8 +376,9 @@ def imc_update(pair: PairSpline, frame_rdfs: np.ndarray, target: RDF, temperatur
     index = np.arange(k - 2)
     D[index, index], D[index, index + 1], D[index, index + 2] = 1.0, -2.0, 1.0
     lam = regularisation * float(np.sum(A * A)) / k
-    delta = np.linalg.lstsq(np.vstack([A, math.sqrt(lam) * D]),
-                            np.concatenate([b, np.zeros(k - 2)]), rcond=None)[0]
+    penalty = math.sqrt(lam) * np.vstack([D, np.eye(k)])
+    delta = np.linalg.lstsq(np.vstack([A, penalty]), np.concatenate([b, np.zeros(2 * k - 2)]),
+                            rcond=None)[0]
     step = alpha * np.clip(delta, -max_step, max_step)
     logger.debug("IMC step: max |delta| %.3f kcal/mol, predicted max |dg| %.4f",
                  float(np.abs(delta).max()), float(np.abs(b - A @ delta).max()))
@@ -390,7 +392,8 @@ class IBIIteration:
     """One IBI iteration: the model ``parameters`` (JSON) was run and gave ``rdf_max_abs_diff``.
 
     Times in seconds: ``run_time_s`` the LAMMPS run (equilibration + production),
-    ``wall_time_s`` the whole iteration (export, run, RDF, update).
+    ``wall_time_s`` the whole iteration (export, run, RDF, update). ``coefficient_change`` is
+    the largest change of a pair coefficient made after this run (kcal/mol; 0 for the last).
     """
 
     iteration: int
@@ -400,12 +403,13 @@ class IBIIteration:
     steps_per_s: float
     n_frames: int
     parameters: Path
+    coefficient_change: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {"iteration": self.iteration, "rdf_max_abs_diff": self.rdf_max_abs_diff,
                 "wall_time_s": self.wall_time_s, "run_time_s": self.run_time_s,
                 "steps_per_s": self.steps_per_s, "n_frames": self.n_frames,
-                "parameters": str(self.parameters)}
+                "parameters": str(self.parameters), "coefficient_change": self.coefficient_change}
 
 
 @dataclass(frozen=True, eq=False)
@@ -641,10 +645,12 @@ def iterative_boltzmann_inversion(
             stop_reason = "unstable"
             break
         deviation = rdf_max_abs_diff(g.g, target.g, target.r, r_range)
-        io.save_npz(directory / "rdf.npz", r=g.r, g=g.g, target=target.g)
+        io.save_npz(directory / "rdf.npz", r=g.r, g=g.g, target=target.g,
+                    frames=frames.astype(np.float32))
         models.append(copy.deepcopy(potential))
         rdfs.append(g)
         done = deviation <= tolerance
+        previous = potential.pair.coefficients.detach().clone()
         if not done and k < n_iterations and method == "ibi":
             potential.pair = ibi_update(potential.pair, g, target, temperature,
                                         damping_factor=damping_factor, epsilon=epsilon,
@@ -656,16 +662,19 @@ def iterative_boltzmann_inversion(
                                         damping_factor=damping_factor,
                                         regularisation=regularisation, max_step=max_step,
                                         r_range=r_range)
+        change = float((potential.pair.coefficients.detach() - previous).abs().max())
         record = IBIIteration(iteration=k, rdf_max_abs_diff=deviation,
                               wall_time_s=time.perf_counter() - start, run_time_s=run_time,
                               steps_per_s=rate, n_frames=len(frames),
-                              parameters=directory / "model" / "parameters.json")
+                              parameters=directory / "model" / "parameters.json",
+                              coefficient_change=change)
         iterations.append(record)
         io.write_json(directory / "metrics.json", record.to_dict())
         best = min(range(len(iterations)), key=lambda i: iterations[i].rdf_max_abs_diff)
         logger.info("IBI iteration %d: max|dg| = %.4f over %.1f-%.1f Å (best %.4f at %d); run %.1f s "
-                    "(%.0f steps/s), iteration %.1f s", k, deviation, r_range[0], r_range[1],
-                    iterations[best].rdf_max_abs_diff, best, run_time, rate, record.wall_time_s)
+                    "(%.0f steps/s), iteration %.1f s; max coefficient change %.3f kcal/mol", k,
+                    deviation, r_range[0], r_range[1], iterations[best].rdf_max_abs_diff, best,
+                    run_time, rate, record.wall_time_s, change)
         if done:
             stop_reason = "converged"
             break
