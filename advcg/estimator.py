@@ -50,6 +50,7 @@ import numpy as np
 import torch
 
 from advcg.langevin import LangevinSpec
+from advcg.potential.neighbors import build_pairs
 from advcg.units import FTM2V
 
 logger = logging.getLogger(__name__)
@@ -147,18 +148,20 @@ class GradientEstimate:
                 "value": self.value, "value_standard_error": self.value_standard_error, **self.extra}
 
 
-def _minimum_image(dx: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
-    return dx - box * torch.round(dx / box)
-
-
 def localisation_weights(start: np.ndarray, box: np.ndarray, centred_losses: np.ndarray,
                          radius: float) -> np.ndarray:
-    """:math:`A_j = \\sum_{i: |x_i - x_j| < r} a_i` for one window start ``(n_beads, 3)``."""
+    """:math:`A_j = \\sum_{i: |x_i - x_j| < r} a_i` for one window start ``(n_beads, 3)``
+    (minimum-image distances; i = j included)."""
+    a = np.asarray(centred_losses, dtype=np.float64)
     if math.isinf(radius):
-        return np.full(len(start), centred_losses.sum())
-    x = torch.as_tensor(start)
-    d = _minimum_image(x[None, :, :] - x[:, None, :], torch.as_tensor(box)).norm(dim=-1)
-    return ((d < radius).double() @ torch.as_tensor(centred_losses)).numpy()
+        return np.full(len(start), a.sum())
+    i, j = build_pairs(torch.as_tensor(start, dtype=torch.float64),
+                       torch.as_tensor(box, dtype=torch.float64), radius)
+    a_t = torch.as_tensor(a)
+    weights = a_t.clone()
+    weights.index_add_(0, i, a_t[j])
+    weights.index_add_(0, j, a_t[i])
+    return weights.numpy()
 
 
 def _parameters_in_theta_order(potential: torch.nn.Module) -> list[torch.Tensor]:
