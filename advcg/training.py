@@ -197,6 +197,20 @@ def adam_step(state: TrainingState, gradient: np.ndarray, rates: np.ndarray) -> 
     return (u.detach() * scale).numpy(), optimizer.state_dict()
 
 
+#: Bounds that LAMMPS imposes on parameters (``sw`` requires λ >= 0); Adam steps are projected.
+PARAMETER_BOUNDS = {"threebody.lambda": (0.0, math.inf)}
+
+
+def project_to_bounds(vector: np.ndarray, names: list[str]) -> np.ndarray:
+    """Clip the entries of ϑ named in :data:`PARAMETER_BOUNDS` into their bounds."""
+    vector = np.array(vector, dtype=float)
+    for name, (lo, hi) in PARAMETER_BOUNDS.items():
+        if name in names:
+            k = names.index(name)
+            vector[k] = min(max(vector[k], lo), hi)
+    return vector
+
+
 @dataclass
 class UpdateResult:
     state: TrainingState
@@ -218,6 +232,7 @@ def update(state_dir: Path, recording_path: Path, cg_features_path: Path, discri
         EstimatorSpec(localisation_radius=config["training"]["localisation_radius"]))
     rates = _learning_rates(state, config)
     new_vector, optimizer_state = adam_step(state, estimate.gradient, rates)
+    new_vector = project_to_bounds(new_vector, state.parameter_names())
     step = new_vector - state.parameter_vector()
     new_state = state.with_parameters(new_vector, round=state.dynamics.round + 1)
     new_state.optimizer = optimizer_state
