@@ -17,8 +17,8 @@ covers everything :func:`estimate_gradient` does (neighbour lists, forces, weigh
 derivatives, localisation weights, thermodynamic part). Ratios are given in wall-clock time and,
 in brackets, in CPU time of this process, which other jobs on a shared machine do not inflate
 (with one thread both agree on an idle machine). The last column is the share of the estimator's
-time spent in :func:`advcg.estimator.localisation_weights` (a dense n_beads² distance matrix
-per window), timed separately.
+time spent in :func:`advcg.estimator.localisation_weights` (a pair search within r_loc per
+window), timed separately.
 """
 
 from __future__ import annotations
