@@ -6,7 +6,6 @@ one by one (so molecules are split across the boundary), written with MDAnalysis
 LAMMPS dump by hand: MDAnalysis has no dump writer).
 """
 
-import warnings
 
 import MDAnalysis as mda
 import numpy as np
