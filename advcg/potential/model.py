@@ -195,7 +195,8 @@ class CGPotential(nn.Module):
 
         Call it before starting LAMMPS with this potential.
         """
-        edges = np.asarray(torch.as_tensor(box, dtype=torch.float64).cpu(), dtype=np.float64).reshape(-1)
+        edges = (box.detach().cpu().numpy() if isinstance(box, torch.Tensor)
+                 else np.array(box, dtype=np.float64)).astype(np.float64).reshape(-1)
         if edges.shape != (3,) or not np.all(np.isfinite(edges)) or np.any(edges <= 0):
             raise ValueError(f"box must be 3 finite positive edge lengths, got {edges.tolist()}")
         if self.r_cut > 0.5 * edges.min() + 1e-12:
