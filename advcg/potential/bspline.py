@@ -15,9 +15,10 @@ coefficient ``a`` multiplies :math:`B_{a-3}`.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-__all__ = ["local_basis", "interval_and_offset", "power_basis"]
+__all__ = ["local_basis", "interval_and_offset", "power_basis", "coefficient_tensor"]
 
 
 def local_basis(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -86,3 +87,21 @@ def power_basis(dtype: torch.dtype = torch.float64, device: torch.device | str |
     first = torch.tensor([[-0.5, 1.0, -0.5], [0.0, -2.0, 1.5],
                           [0.5, 1.0, -1.5], [0.0, 0.0, 0.5]], dtype=dtype, device=device)
     return values, first
+
+
+def coefficient_tensor(values: object, n: int, what: str, detail: str) -> torch.Tensor:
+    """Spline coefficients ``values`` as a new float64 tensor of shape ``(n,)``.
+
+    Raises
+    ------
+    ValueError
+        Wrong shape (the message names ``what`` and ``detail``, e.g. the knot intervals) or
+        NaN/inf values.
+    """
+    out = torch.as_tensor(np.asarray(values, dtype=np.float64)).clone()
+    if out.shape != (n,):
+        raise ValueError(f"{what} coefficients must have shape ({n},) for {detail}, "
+                         f"got {tuple(out.shape)}")
+    if not torch.isfinite(out).all():
+        raise ValueError(f"{what} coefficients contain NaN or inf")
+    return out

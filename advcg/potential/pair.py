@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from advcg.potential.bspline import interval_and_offset, local_basis
+from advcg.potential.bspline import coefficient_tensor, interval_and_offset, local_basis
 
 logger = logging.getLogger(__name__)
 
@@ -104,12 +104,7 @@ class PairSpline(nn.Module):
         if coefficients is None:
             values = torch.zeros(n_int, dtype=torch.float64)
         else:
-            values = torch.as_tensor(np.asarray(coefficients, dtype=np.float64)).clone()
-            if values.shape != (n_int,):
-                raise ValueError(f"pair coefficients must have shape ({n_int},) for "
-                                 f"{n_int} knot intervals, got {tuple(values.shape)}")
-            if not torch.isfinite(values).all():
-                raise ValueError("pair coefficients contain NaN or inf")
+            values = coefficient_tensor(coefficients, n_int, "pair", f"{n_int} knot intervals")
         self.coefficients = nn.Parameter(values)
 
     @property

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from advcg.potential.bspline import interval_and_offset, local_basis
+from advcg.potential.bspline import coefficient_tensor, interval_and_offset, local_basis
 from advcg.potential.scratch import Scratch
 
 logger = logging.getLogger(__name__)
@@ -369,12 +369,8 @@ class AngleTableThreeBody(ThreeBody):
             g = DEFAULT_EPSILON * DEFAULT_LAMBDA * (torch.cos(theta) - DEFAULT_COS_THETA0) ** 2
             values = self.fit_coefficients(theta, g, self.n_intervals)
         else:
-            values = torch.as_tensor(np.asarray(coefficients, dtype=np.float64)).clone()
-            if values.shape != (n,):
-                raise ValueError(f"angle-spline coefficients must have shape ({n},) for "
-                                 f"{self.n_intervals} knot intervals, got {tuple(values.shape)}")
-            if not torch.isfinite(values).all():
-                raise ValueError("angle-spline coefficients contain NaN or inf")
+            values = coefficient_tensor(coefficients, n, "angle-spline",
+                                        f"{self.n_intervals} knot intervals")
         self.coefficients = nn.Parameter(values)
 
     @staticmethod
