@@ -256,8 +256,13 @@ def write_report(outdir: str | os.PathLike, aa_observables: str | os.PathLike,
                   "generator_loss": u.get("generator_loss"), "generator_loss_se": u.get("generator_loss_se"),
                   "gradient_snr": u.get("global_snr"), "effective_sample_size": u.get("effective_sample_size"),
                   "n_windows": u.get("n_windows"), "damp_fs_after": u.get("damp_fs"),
-                  "update_seconds": u.get("seconds")}
+                  "update_seconds": u.get("seconds"), "step_scale": u.get("step_scale"),
+                  "rejected_proposals": sum(not e["accepted"] for e in u.get("guard", []))}
                  for k, (d, u) in enumerate(zip(discriminators, updates))]
+    guard_rows = [[k, e["attempt"], e["step_scale"], "yes" if e["accepted"] else "no",
+                   (e.get("probe") or {}).get("rdf_max_abs_diff"),
+                   (e.get("probe") or {}).get("generator_loss"), "; ".join(e["reasons"])]
+                  for k, u in enumerate(updates) for e in u.get("guard", [])]
     summary = {"n_rounds": n_rounds, "final": per_state[-1], "initial": per_state[0],
                "states": per_state, "rounds": per_round,
                "stages": totals, "jobs": [t.__dict__ for t in times],
@@ -268,7 +273,8 @@ def write_report(outdir: str | os.PathLike, aa_observables: str | os.PathLike,
     state_rows = [[s["state"], s["rdf_max_abs_diff"], s["adf_total_variation"], s["diffusion_ratio"],
                    s["damp_fs"], *[(s["msd_ratios"] or {}).get(t) for t in msd_header]] for s in per_state]
     round_rows = [[r["round"], r["discriminator_accuracy"], r["generator_loss"], r["generator_loss_se"],
-                   r["gradient_snr"], r["effective_sample_size"], r["n_windows"], r["damp_fs_after"]]
+                   r["gradient_snr"], r["effective_sample_size"], r["n_windows"], r["damp_fs_after"],
+                   r["step_scale"], r["rejected_proposals"]]
                   for r in per_round]
     time_rows = [[name, v["jobs"], v["seconds"]] for name, v in totals.items()]
     config_text = html.escape(json.dumps(config, indent=1)) if config is not None else ""
@@ -287,8 +293,14 @@ reference: RDF max |Δg| over 2–12 Å, ADF total variation distance, MSD and D
 {_table(["state", "RDF max |Δg|", "ADF TVD", "D ratio", "damp (fs)", *[f"MSD ratio {t} ps" for t in msd_header]], state_rows)}
 <img src="metrics.png" alt="metrics per state">
 <h2>Training per round</h2>
-{_table(["round", "D accuracy", "generator loss", "± SE", "gradient SNR", "ESS", "windows", "damp after (fs)"], round_rows)}
+{_table(["round", "D accuracy", "generator loss", "± SE", "gradient SNR", "ESS", "windows", "damp after (fs)", "step scale", "rejected"], round_rows)}
 <img src="training.png" alt="training curves">
+<h2>Divergence guard</h2>
+<p>Every proposed update is checked by a probe run before it is accepted (RDF max |Δg| against
+AA, generator loss under the round's discriminator); a rejected one is retried with a smaller
+step from the last good parameters. {sum(r["rejected_proposals"] for r in per_round)} proposal(s)
+rejected in {n_rounds} round(s).</p>
+{_table(["round", "attempt", "step scale", "accepted", "probe RDF max |Δg|", "probe generator loss", "reasons"], guard_rows)}
 <h2>Time per stage</h2>
 {_table(["stage", "jobs", "seconds"], time_rows)}
 <p>Sum over jobs: {_fmt(summary["total_job_seconds"], 4)} s (jobs may run in parallel).</p>

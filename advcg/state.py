@@ -5,7 +5,7 @@ A state directory holds
 =================== ==================================================================
 ``potential.json``  the CG potential θ (:class:`advcg.potential.CGPotential` file)
 ``dynamics.json``   damping time 1/γ (fs), temperature, time step, bead mass, round index,
-                    the current step-size scale of the divergence guard and the seed
+                    the divergence guard's step-size scale and rejection count, and the seed
 ``optimizer.pt``    the Adam state over ϑ = (θ, log γ) (absent before the first update)
 =================== ==================================================================
 
@@ -56,6 +56,8 @@ class DynamicsParameters:
         Index of the round that produced this state (0: initialisation).
     step_scale
         Multiplier of the learning rates, reduced by the divergence guard after a rejected update.
+    rejections
+        Consecutive updates rejected by the divergence guard up to this state (:mod:`advcg.guard`).
     seed
         Base seed of the round's random numbers.
     """
@@ -66,6 +68,7 @@ class DynamicsParameters:
     mass: float
     round: int = 0
     step_scale: float = 1.0
+    rejections: int = 0
     seed: int = 1
 
     def __post_init__(self) -> None:
@@ -73,8 +76,9 @@ class DynamicsParameters:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"dynamics: {name} must be a positive finite number, got {value!r}")
-        if self.round < 0 or self.seed < 1:
-            raise ValueError(f"dynamics: round must be >= 0 and seed >= 1, got {self.round}, {self.seed}")
+        if self.round < 0 or self.rejections < 0 or self.seed < 1:
+            raise ValueError("dynamics: round and rejections must be >= 0 and seed >= 1, got "
+                             f"{self.round}, {self.rejections}, {self.seed}")
 
     @property
     def log_gamma(self) -> float:

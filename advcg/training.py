@@ -7,7 +7,8 @@ stage               in → out
 ``cg_features``     CG recording → per-bead window features of the CG windows
 ``aa_features``     AA trajectory → per-bead window features of the AA windows (once)
 ``discriminate``    AA + CG features, discriminator k−1 → discriminator k, training log
-``update``          state k, recording, CG features, discriminator k → state k+1, gradient report
+``update``          state k, recording, CG features, discriminator k, AA → state k+1 (checked
+                    by the divergence guard's probe run), gradient report
 ``evaluate``        state, AA observables → CG observables and metrics against AA
 ==================  ====================================================================
 
@@ -19,22 +20,26 @@ from __future__ import annotations
 
 import logging
 import math
+import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from advcg.discriminator import (Discriminator, FeatureSpec, generator_losses, load_discriminator,
                                  save_discriminator, train_discriminator, window_features)
+from advcg.engine import EngineError
 from advcg.estimator import EstimatorSpec, GradientEstimate, estimate_gradient
 from advcg.export import ExportedModel, export_model
+from advcg.guard import (DivergenceError, GuardEvent, GuardSettings, ProbeResult, gradient_problems,
+                         probe_problems, stop_message)
 from advcg.io import atomic_path, save_npz, write_json
 from advcg.langevin import Recording
-from advcg.observables import (compare_observables, compute_observables, load_observables_json,
-                               save_observables_json)
+from advcg.observables import (Observables, compare_observables, compute_observables,
+                               load_observables_json, save_observables_json)
 from advcg.units import AVOGADRO
 from advcg.simulation import CGSystem, RunPlan, build_engine, recording_trajectory, run_cg
 from advcg.state import TrainingState, load_state, save_state
@@ -43,7 +48,7 @@ from advcg.windows import WindowSpec, Windows, slice_windows, windows_from_paths
 
 logger = logging.getLogger(__name__)
 
-SIMULATE, DISCRIMINATE, EVALUATE = 1, 2, 3   # stage numbers for the round seeds
+SIMULATE, DISCRIMINATE, EVALUATE, PROBE = 1, 2, 3, 4   # stage numbers for the round seeds
 
 
 def window_spec(config: dict[str, Any]) -> WindowSpec:
@@ -174,13 +179,14 @@ def discriminate(aa_features_path: Path, cg_features_path: Path, previous: Path 
 
 # -- update ---------------------------------------------------------------------------------
 def _learning_rates(state: TrainingState, config: dict[str, Any]) -> np.ndarray:
+    """The configured learning rates of ϑ = (θ, log γ), before the guard's step scale."""
     t = config["training"]
     pot = state.potential
     rates = np.empty(pot.n_parameters + 1)
     rates[pot.pair_slice] = t["learning_rate"]
     rates[pot.threebody_slice] = t["learning_rate_threebody"]
     rates[-1] = t["learning_rate_log_gamma"]
-    return rates * state.dynamics.step_scale
+    return rates
 
 
 def adam_step(state: TrainingState, gradient: np.ndarray, rates: np.ndarray) -> tuple[np.ndarray, dict]:
@@ -211,16 +217,87 @@ def project_to_bounds(vector: np.ndarray, names: list[str]) -> np.ndarray:
     return vector
 
 
+def probe(candidate: TrainingState, aa: CGTrajectory, reference: Observables,
+          discriminator: Discriminator, config: dict[str, Any]) -> ProbeResult:
+    """A short run of a proposed model for the divergence guard (:mod:`advcg.guard`): does it
+    run, how far is its RDF and ADF from AA, and how artificial do its windows look to the
+    round's discriminator. LAMMPS failures (lost atoms, ...) are a result, not an exception."""
+    started = time.perf_counter()
+    settings = GuardSettings.from_config(config)
+    spec = window_spec(config)
+    dt = candidate.dynamics.timestep
+    lag_steps = spec.lag_steps(dt)
+    window_steps = spec.n_lags * lag_steps
+    plan = RunPlan.evenly_spaced_windows(
+        n_windows=settings.probe_windows, window_steps=window_steps,
+        spacing_steps=max(window_steps, _steps(settings.probe_ps, dt) // settings.probe_windows),
+        equilibration_steps=_steps(config["training"]["equilibration_ps"], dt), frame_every=lag_steps)
+    with tempfile.TemporaryDirectory(prefix="advcg-probe-") as workdir:
+        try:
+            recording = _run(candidate, aa, config, Path(workdir), plan, PROBE)
+        except EngineError as exc:
+            return ProbeResult(failure=str(exc).splitlines()[0], seconds=time.perf_counter() - started)
+    if not (np.all(np.isfinite(recording.frames)) and np.all(np.isfinite(recording.paths))):
+        return ProbeResult(failure="non-finite positions", seconds=time.perf_counter() - started)
+    traj = recording_trajectory(recording, dt, candidate.dynamics.mass)
+    r_max = float(reference.rdf.r[-1] + 0.5 * reference.rdf.bin_width)
+    metrics = compare_observables(
+        compute_observables(traj, r_max=r_max, rdf_bin_width=reference.rdf.bin_width), reference)
+    windows = windows_from_paths(recording.paths, recording.box, lag_steps, recording.window_starts * dt)
+    losses = generator_losses(discriminator, window_features(windows, FeatureSpec()))
+    return ProbeResult(rdf_max_abs_diff=float(metrics["rdf_max_abs_diff"]),
+                       adf_total_variation=float(metrics["adf_total_variation"]),
+                       generator_loss=float(np.mean(losses)), seconds=time.perf_counter() - started)
+
+
 @dataclass
 class UpdateResult:
     state: TrainingState
     estimate: GradientEstimate
     step: np.ndarray
+    events: list[GuardEvent]
+
+
+def _guarded_step(state: TrainingState, estimate: GradientEstimate, config: dict[str, Any],
+                  check: Callable[[TrainingState], ProbeResult], last_good: str
+                  ) -> tuple[TrainingState, list[GuardEvent]]:
+    """Propose Adam steps from ``state``, shrinking the rates after each rejection, until the
+    guard accepts one; a non-finite gradient keeps the parameters (the next round redoes this one).
+    Raises :class:`DivergenceError` once ``max_rejections`` consecutive proposals were rejected."""
+    settings = GuardSettings.from_config(config)
+    dyn = state.dynamics
+    next_round = dyn.round + 1
+    scale, rejections, events = dyn.step_scale, dyn.rejections, []
+    while True:
+        event = GuardEvent(attempt=len(events), step_scale=scale,
+                           reasons=gradient_problems(estimate.gradient, estimate.names))
+        if event.accepted:
+            rates = _learning_rates(state, config) * scale
+            vector, optimizer_state = adam_step(state, estimate.gradient, rates)
+            vector = project_to_bounds(vector, state.parameter_names())
+            candidate = state.with_parameters(vector, round=next_round, step_scale=scale, rejections=0)
+            candidate.optimizer = optimizer_state
+            event.probe = check(candidate)
+            event.reasons = probe_problems(event.probe, estimate.value, settings)
+        events.append(event)
+        logger.log(logging.INFO if event.accepted else logging.WARNING,
+                   "guard: round %d, attempt %d, step scale %.3g: %s", dyn.round, event.attempt, scale,
+                   "accepted" if event.accepted else "; ".join(event.reasons))
+        if event.accepted:
+            return candidate, events
+        rejections += 1
+        scale *= settings.step_shrink
+        if rejections >= settings.max_rejections:
+            raise DivergenceError(stop_message(dyn.round, rejections, events, last_good, settings))
+        if not np.all(np.isfinite(estimate.gradient)):   # no smaller step helps: redo the round
+            kept = replace(dyn, round=next_round, step_scale=scale, rejections=rejections)
+            return TrainingState(state.potential, kept, state.optimizer), events
 
 
 def update(state_dir: Path, recording_path: Path, cg_features_path: Path, discriminator: Path,
-           config: dict[str, Any], out_state_dir: Path, report_path: Path) -> UpdateResult:
-    """Estimate ∇J from round k's windows and take one Adam step: state k → state k+1."""
+           aa_trajectory: Path, aa_observables: Path, config: dict[str, Any], out_state_dir: Path,
+           report_path: Path) -> UpdateResult:
+    """Estimate ∇J from round k's windows and take one guarded Adam step: state k → state k+1."""
     started = time.perf_counter()
     state = load_state(state_dir)
     recording = load_recording(recording_path)
@@ -229,38 +306,44 @@ def update(state_dir: Path, recording_path: Path, cg_features_path: Path, discri
     dynamics = state.dynamics.langevin(state.dynamics.round_seed(SIMULATE))
     estimate = estimate_gradient(
         state.potential, recording["paths"], recording["box"], losses, dynamics,
-        EstimatorSpec(localisation_radius=config["training"]["localisation_radius"]))
-    rates = _learning_rates(state, config)
-    new_vector, optimizer_state = adam_step(state, estimate.gradient, rates)
-    new_vector = project_to_bounds(new_vector, state.parameter_names())
-    step = new_vector - state.parameter_vector()
-    new_state = state.with_parameters(new_vector, round=state.dynamics.round + 1)
-    new_state.optimizer = optimizer_state
+        EstimatorSpec(localisation_radius=config["training"]["localisation_radius"],
+                      friction_localisation_radius=config["training"]["friction_localisation_radius"]))
+    estimated = time.perf_counter()
+    aa, reference = CGTrajectory.load(aa_trajectory), load_observables_json(aa_observables)
+    new_state, events = _guarded_step(state, estimate, config,
+                                      lambda candidate: probe(candidate, aa, reference, model, config),
+                                      last_good=str(state_dir))
+    step = new_state.parameter_vector() - state.parameter_vector()
     save_state(out_state_dir, new_state)
     ess = estimate.effective_sample_size(step)
     report = {"round": state.dynamics.round, "seconds": time.perf_counter() - started,
-              "generator_loss": estimate.value, "generator_loss_se": estimate.value_standard_error,
-              "effective_sample_size": ess, "n_windows": len(estimate.per_window),
-              "damp_fs": new_state.dynamics.damp, "step": step.tolist(), **estimate.summary()}
+              "estimator_seconds": estimated - started, "generator_loss": estimate.value,
+              "generator_loss_se": estimate.value_standard_error, "effective_sample_size": ess,
+              "n_windows": len(estimate.per_window), "damp_fs": new_state.dynamics.damp,
+              "step_scale": new_state.dynamics.step_scale, "rejections": new_state.dynamics.rejections,
+              "guard": [event.to_dict() for event in events], "step": step.tolist(), **estimate.summary()}
     write_json(report_path, report)
     logger.info("update: generator loss %.4f ± %.4f, gradient SNR %.2f, ESS %.1f of %d, damp %.1f fs",
                 estimate.value, estimate.value_standard_error, estimate.global_snr, ess,
                 len(estimate.per_window), new_state.dynamics.damp)
-    return UpdateResult(new_state, estimate, step)
+    return UpdateResult(new_state, estimate, step, events)
 
 
 # -- evaluate -------------------------------------------------------------------------------
 def evaluate(state_dir: Path, aa_trajectory: Path, aa_observables: Path, config: dict[str, Any],
-             outdir: Path) -> dict:
-    """A CG run of ``evaluation.run_ps`` with frames every ``evaluation.frame_interval_fs``:
-    observables, metrics against AA and LAMMPS speed, written to ``outdir``."""
+             outdir: Path, run_ps: float | None = None) -> dict:
+    """A CG run of ``run_ps`` (default ``evaluation.run_ps``) with frames every
+    ``evaluation.frame_interval_fs``: observables and metrics against AA, written to ``outdir``."""
     started = time.perf_counter()
     state = load_state(state_dir)
     aa = CGTrajectory.load(aa_trajectory)
     dt = state.dynamics.timestep
     ev = config["evaluation"]
     frame_every = max(1, _steps(ev["frame_interval_fs"] / 1000.0, dt))
-    n_steps = frame_every * math.ceil(_steps(ev["run_ps"], dt) / frame_every)
+    run_ps = ev["run_ps"] if run_ps is None else run_ps
+    if not run_ps > 0:
+        raise ValueError(f"evaluation run length must be > 0 ps, got {run_ps}")
+    n_steps = frame_every * math.ceil(_steps(run_ps, dt) / frame_every)
     plan = RunPlan(_steps(config["training"]["equilibration_ps"], dt), n_steps, frame_every)
     recording = _run(state, aa, config, Path(outdir) / "model", plan, EVALUATE)
     traj = recording_trajectory(recording, dt, state.dynamics.mass)

@@ -62,7 +62,8 @@ def main() -> None:
         rd = work / f"round_{k}"
         state_dir = work / f"state_{k}"
         t0 = time.perf_counter()
-        metrics = training.evaluate(state_dir, args.aa, aa_obs, config, rd / "eval")
+        run_ps = None if k in (0, args.rounds) else config["evaluation"]["intermediate_run_ps"]
+        metrics = training.evaluate(state_dir, args.aa, aa_obs, config, rd / "eval", run_ps=run_ps)
         t_eval = time.perf_counter() - t0
         row = {"round": k, "damp_fs": metrics["damp_fs"], "D_ratio": metrics["diffusion_ratio"],
                "adf_tvd": metrics["adf_total_variation"], "rdf_max_dg": metrics["rdf_max_abs_diff"],
@@ -77,12 +78,13 @@ def main() -> None:
                                       rd / "discriminator.pt", rd / "discriminator.json")
             t3 = time.perf_counter()
             up = training.update(state_dir, rd / "recording.npz", rd / "features.pt",
-                                 rd / "discriminator.pt", config, work / f"state_{k + 1}",
-                                 rd / "gradient.json")
+                                 rd / "discriminator.pt", args.aa, aa_obs, config,
+                                 work / f"state_{k + 1}", rd / "gradient.json")
             t4 = time.perf_counter()
             previous = rd / "discriminator.pt"
             row.update({"d_accuracy": d["val_accuracy"], "generator_loss": up.estimate.value,
-                        "gradient_snr": up.estimate.global_snr, "simulate_s": t1 - t0,
+                        "gradient_snr": up.estimate.global_snr, "step_scale": up.state.dynamics.step_scale,
+                        "rejected": sum(not e.accepted for e in up.events), "simulate_s": t1 - t0,
                         "windows_s": t2 - t1, "discriminator_s": t3 - t2, "estimator_s": t4 - t3})
         rows.append(row)
         (work / "learning.json").write_text(json.dumps(rows, indent=2))
@@ -96,6 +98,7 @@ def _format(row: dict) -> str:
     return (f"round {row['round']}: damp {f('damp_fs', '.1f')} fs | D ratio {f('D_ratio')} | "
             f"MSD(1 ps) ratio {f('msd_ratio_1ps')} | ADF TVD {f('adf_tvd')} | RDF max|dg| {f('rdf_max_dg')} | "
             f"D acc {f('d_accuracy')} | gen loss {f('generator_loss')} | SNR {f('gradient_snr', '.2f')} | "
+            f"rejected {f('rejected', 'd')} | "
             f"s: sim {f('simulate_s', '.0f')} win {f('windows_s', '.0f')} D {f('discriminator_s', '.0f')} "
             f"est {f('estimator_s', '.0f')} eval {f('evaluate_s', '.0f')}")
 

@@ -140,6 +140,14 @@ def evaluated_state(wildcards):
     return state_dir(wildcards.state)
 
 
+def evaluation_run_ps(wildcards):
+    """Length of evaluation ``wildcards.state``'s run: evaluation.run_ps for the initial and the
+    final state, evaluation.intermediate_run_ps in between."""
+    k = int(wildcards.state)
+    ev = config["evaluation"]
+    return ev["run_ps"] if k in (0, ROUNDS) else ev["intermediate_run_ps"]
+
+
 def previous_discriminator(wildcards):
     """Round k's discriminator warm-starts from round k - 1's checkpoint (none for round 0)."""
     k = int(wildcards.round)

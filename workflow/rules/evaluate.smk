@@ -1,5 +1,6 @@
 # Evaluation of training state k (0 = initial, training.rounds = final): a CG run and its RDF,
 # ADF, MSD and D against AA (METHOD §7). Runs beside the next round, which does not need it.
+# The initial and final states run evaluation.run_ps, the others evaluation.intermediate_run_ps.
 
 
 rule evaluate:
@@ -15,8 +16,8 @@ rule evaluate:
     params:
         config=config_file,
         outdir=parent("metrics"),
-        settings=settings("accelerator", "evaluation/run_ps", "evaluation/frame_interval_fs",
-                          "training/equilibration_ps"),
+        run_ps=evaluation_run_ps,
+        settings=settings("accelerator", "evaluation/frame_interval_fs", "training/equilibration_ps"),
     log:
         log_file("evaluate", "state"),
     benchmark:
@@ -32,4 +33,4 @@ rule evaluate:
     shell:
         "advcg evaluate --config {params.config} --threads {threads} --state {input.state}"
         " --aa-trajectory {input.beads} --aa-observables {input.aa_observables}"
-        " --outdir {params.outdir} > {log} 2>&1"
+        " --outdir {params.outdir} --run-ps {params.run_ps} > {log} 2>&1"

@@ -1,5 +1,6 @@
 # Round k, step 4: the reweighting estimate of the generator gradient and one Adam step on
-# (theta, log gamma): state k -> state k + 1 (METHOD §5).
+# (theta, log gamma): state k -> state k + 1 (METHOD §5), checked by the divergence guard's probe
+# run (advcg.guard); after training.guard.max_rejections rejections the job fails and says why.
 
 
 rule update:
@@ -8,13 +9,17 @@ rule update:
         recording=rules.simulate.output.recording,
         cg_features=rules.cg_features.output.features,
         discriminator=rules.discriminate.output.checkpoint,
+        beads=rules.map.output.beads,
+        aa_observables=rules.aa_observables.output.json,
     output:
         state=directory("results/rounds/round_{round}/next_state"),
         report="results/rounds/round_{round}/update.json",
     params:
         config=config_file,
-        settings=settings("training/localisation_radius", "training/learning_rate",
-                          "training/learning_rate_threebody", "training/learning_rate_log_gamma"),
+        settings=settings("training/localisation_radius", "training/friction_localisation_radius",
+                          "training/learning_rate", "training/learning_rate_threebody",
+                          "training/learning_rate_log_gamma", "training/guard",
+                          "training/equilibration_ps"),
     log:
         log_file("update", "round"),
     benchmark:
@@ -30,5 +35,6 @@ rule update:
     shell:
         "advcg update --config {params.config} --threads {threads} --state {input.state}"
         " --recording {input.recording} --cg-features {input.cg_features}"
-        " --discriminator {input.discriminator} --out-state {output.state}"
+        " --discriminator {input.discriminator} --aa-trajectory {input.beads}"
+        " --aa-observables {input.aa_observables} --out-state {output.state}"
         " --report {output.report} > {log} 2>&1"

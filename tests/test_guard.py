@@ -1,0 +1,164 @@
+"""The divergence guard (advcg.guard, training.update): a proposal that breaks the model is
+rejected, retried with a smaller step from the last good parameters, logged, and after
+``max_rejections`` rejections training stops with a message naming the round and the reasons.
+
+Real runs throughout: the "AA" reference is a LAMMPS run of the CG model itself (so the starting
+model is good and a wild step is what breaks it), and every stage is the library's own.
+"""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from advcg import training
+from advcg.cli import main as advcg_main
+from advcg.config import load_config
+from advcg.guard import DivergenceError, GuardSettings, ProbeResult, probe_problems
+from advcg.observables import compute_observables, save_observables_json
+from advcg.simulation import RunPlan, recording_trajectory
+from advcg.state import DynamicsParameters, TrainingState, load_state, save_state
+from advcg.units import WATER_MASS
+
+from test_estimator import DAMP, TEMPERATURE, TIMESTEP, run, water_like_potential
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def guard_config(**guard) -> dict:
+    """config/test.yaml on top of the defaults, serial, with a short probe and ``guard`` changes
+    (the RDF bound allows for the noise of a 4 ps probe of 216 beads, ~0.1 in max|dg|)."""
+    overrides = yaml.safe_load((ROOT / "config" / "test.yaml").read_text())
+    overrides.update(accelerator="serial", threads=1)
+    overrides["potential"]["r_cut"] = 9.0
+    overrides["training"]["guard"] = {"probe_ps": 4.0, "probe_windows": 2,
+                                      "max_rdf_deviation": 0.3, **guard}
+    return load_config(None, overrides)
+
+
+@pytest.fixture(scope="module")
+def round_files(tmp_path_factory) -> dict[str, Path]:
+    """State 0, its round-0 recording, features and discriminator, and an 'AA' reference."""
+    torch.set_num_threads(1)
+    work = tmp_path_factory.mktemp("guard")
+    config = guard_config()
+    potential = water_like_potential()
+    reference = run(potential, DAMP, 5, RunPlan(2000, 5000, frame_every=20), work / "ref_model")
+    aa = recording_trajectory(reference, TIMESTEP, WATER_MASS)
+    aa.save(work / "aa.npz")
+    obs = compute_observables(aa, r_max=9.0)
+    save_observables_json(work / "aa_observables.json", obs)
+    save_state(work / "state_0", TrainingState(potential, DynamicsParameters(
+        damp=DAMP, temperature=TEMPERATURE, timestep=TIMESTEP, mass=WATER_MASS, seed=3)))
+    training.aa_features(work / "aa.npz", config, work / "aa_features.pt")
+    training.simulate(work / "state_0", work / "aa.npz", config, work / "round_0")
+    training.cg_features(work / "round_0" / "recording.npz", work / "cg_features.pt")
+    training.discriminate(work / "aa_features.pt", work / "cg_features.pt", None, config, 0,
+                          work / "discriminator.pt", work / "discriminator.json")
+    return {"work": work, "state": work / "state_0", "recording": work / "round_0" / "recording.npz",
+            "cg_features": work / "cg_features.pt", "discriminator": work / "discriminator.pt",
+            "aa": work / "aa.npz", "aa_observables": work / "aa_observables.json"}
+
+
+def run_update(files: dict[str, Path], config: dict, name: str, recording: Path | None = None):
+    out = files["work"] / name
+    return training.update(files["state"], recording or files["recording"], files["cg_features"],
+                           files["discriminator"], files["aa"], files["aa_observables"], config,
+                           out / "next_state", out / "update.json"), out
+
+
+def wild(config: dict, rate: float = 20.0) -> dict:
+    """Learning rates that move every spline coefficient by ~``rate`` kcal/mol in one step."""
+    config["training"].update(learning_rate=rate, learning_rate_threebody=rate)
+    return config
+
+
+def test_a_good_step_is_accepted_and_logged(round_files):
+    result, out = run_update(round_files, guard_config(), "good")
+    assert [e.accepted for e in result.events] == [True]
+    probe = result.events[0].probe
+    print(f"probe: RDF max|dg| {probe.rdf_max_abs_diff:.3f}, generator loss {probe.generator_loss:.3f}")
+    assert probe.failure is None and probe.rdf_max_abs_diff < 0.3
+    report = json.loads((out / "update.json").read_text())
+    assert report["rejections"] == 0 and report["step_scale"] == 1.0
+    assert report["guard"][0]["accepted"] and report["guard"][0]["probe"]["rdf_max_abs_diff"] < 0.3
+    assert load_state(out / "next_state").dynamics.round == 1
+
+
+def test_a_wild_step_is_rejected_then_retried_smaller_from_the_last_good_parameters(round_files):
+    config = wild(guard_config(max_rejections=4, step_shrink=0.01))
+    result, out = run_update(round_files, config, "retried")
+    events = result.events
+    for e in events:
+        print(f"attempt {e.attempt} scale {e.step_scale:g}: {'; '.join(e.reasons) or 'accepted'}")
+    assert not events[0].accepted and events[-1].accepted and len(events) >= 2
+    assert events[0].reasons[0].startswith(("probe run failed", "RDF max|dg|"))
+    state = load_state(out / "next_state")
+    assert state.dynamics.step_scale == pytest.approx(0.01 ** (len(events) - 1))
+    assert state.dynamics.rejections == 0
+    # the accepted step is the shrunken step from state 0, not a step from a rejected proposal
+    start = load_state(round_files["state"]).parameter_vector()
+    step = state.parameter_vector() - start
+    assert np.max(np.abs(step[:-1])) < 20.0 * 0.01 ** (len(events) - 1) * 1.01
+    report = json.loads((out / "update.json").read_text())
+    assert [g["accepted"] for g in report["guard"]] == [e.accepted for e in events]
+
+
+def test_too_many_rejections_stop_training_and_write_nothing(round_files):
+    config = wild(guard_config(max_rejections=2, step_shrink=0.9))
+    with pytest.raises(DivergenceError) as info:
+        run_update(round_files, config, "stopped")
+    message = str(info.value)
+    print(message)
+    assert "round 0: 2 consecutive updates rejected" in message
+    assert "training.guard.max_rejections = 2" in message and str(round_files["state"]) in message
+    assert not (round_files["work"] / "stopped").exists()
+
+
+def test_the_cli_exits_non_zero_with_the_guard_message(round_files, tmp_path, caplog):
+    config = wild(guard_config(max_rejections=1))
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    code = advcg_main(["update", "--config", str(config_path), "--threads", "1",
+                       "--state", str(round_files["state"]), "--recording", str(round_files["recording"]),
+                       "--cg-features", str(round_files["cg_features"]),
+                       "--discriminator", str(round_files["discriminator"]),
+                       "--aa-trajectory", str(round_files["aa"]),
+                       "--aa-observables", str(round_files["aa_observables"]),
+                       "--out-state", str(tmp_path / "next"), "--report", str(tmp_path / "update.json")])
+    assert code == 3
+    assert "divergence guard: round 0: 1 consecutive updates rejected" in caplog.text
+    assert not (tmp_path / "next").exists() and not (tmp_path / "update.json").exists()
+
+
+def test_a_non_finite_gradient_keeps_the_last_good_parameters(round_files, tmp_path):
+    """A recording from a run that blew up (a NaN position) gives a non-finite gradient: no step is
+    taken, the next round redoes this one from the same parameters with a smaller step scale."""
+    with np.load(round_files["recording"]) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["paths"][0, 5, 3, 0] = np.nan
+    broken = tmp_path / "recording.npz"
+    np.savez(broken, **arrays)
+    result, out = run_update(round_files, guard_config(), "nan", recording=broken)
+    assert result.events[0].reasons[0].startswith("non-finite gradient for ")
+    state, start = load_state(out / "next_state"), load_state(round_files["state"])
+    np.testing.assert_array_equal(state.parameter_vector(), start.parameter_vector())
+    assert (state.dynamics.round, state.dynamics.rejections, state.dynamics.step_scale) == (1, 1, 0.5)
+
+
+def test_probe_problems_name_each_bound():
+    settings = GuardSettings(max_rdf_deviation=0.1, max_generator_loss_increase=0.05)
+    assert probe_problems(ProbeResult(rdf_max_abs_diff=0.05, generator_loss=0.70), 0.68, settings) == []
+    reasons = probe_problems(ProbeResult(rdf_max_abs_diff=0.3, generator_loss=0.9), 0.7, settings)
+    assert reasons[0] == "RDF max|dg| 0.300 > max_rdf_deviation 0.1"
+    assert reasons[1].startswith("generator loss rose by 0.200")
+    assert probe_problems(ProbeResult(rdf_max_abs_diff=math.nan, generator_loss=0.7), 0.7, settings)
+    assert probe_problems(ProbeResult(failure="Lost atoms"), 0.7, settings) == ["probe run failed: Lost atoms"]
+    with pytest.raises(ValueError, match="training.guard.step_shrink"):
+        GuardSettings(step_shrink=1.0)
+    with pytest.raises(ValueError, match="training.guard.max_rejections"):
+        GuardSettings(max_rejections=0)
