@@ -65,7 +65,13 @@ class EstimatorSpec:
     Parameters
     ----------
     localisation_radius
-        r_loc, Å (``math.inf``: global score, unbiased but noisy).
+        r_loc of the θ score, Å (``math.inf``: global score, unbiased but noisy).
+    friction_localisation_radius
+        r_loc of the log γ score, Å; 0 (default) keeps each bead's own noise terms only. A bead's
+        window loss depends on its own random forces at first order and on its neighbours' only
+        through the forces they exert, while every bead's γ score carries the full
+        χ²-fluctuation (R²/σ² − 1)/2 of its 3 × n_steps noise terms; widening the radius adds
+        mostly that noise (measured in ``tests/test_estimator.py``'s gradient check).
     chunk_steps
         MD steps whose forces are evaluated in one batch (memory vs speed).
     baseline
@@ -73,12 +79,16 @@ class EstimatorSpec:
     """
 
     localisation_radius: float = 5.0
+    friction_localisation_radius: float = 0.0
     chunk_steps: int = 25
     baseline: str = "leave_one_out"
 
     def __post_init__(self) -> None:
         if not self.localisation_radius > 0:
             raise ValueError(f"estimator: localisation_radius must be > 0 Å, got {self.localisation_radius}")
+        if not self.friction_localisation_radius >= 0:
+            raise ValueError("estimator: friction_localisation_radius must be >= 0 Å, got "
+                             f"{self.friction_localisation_radius}")
         if self.chunk_steps < 1:
             raise ValueError(f"estimator: chunk_steps must be >= 1, got {self.chunk_steps}")
         if self.baseline not in ("leave_one_out", "none"):
@@ -151,8 +161,10 @@ class GradientEstimate:
 def localisation_weights(start: np.ndarray, box: np.ndarray, centred_losses: np.ndarray,
                          radius: float) -> np.ndarray:
     """:math:`A_j = \\sum_{i: |x_i - x_j| < r} a_i` for one window start ``(n_beads, 3)``
-    (minimum-image distances; i = j included)."""
+    (minimum-image distances; i = j included, so ``radius = 0`` gives :math:`A_j = a_j`)."""
     a = np.asarray(centred_losses, dtype=np.float64)
+    if radius == 0:
+        return a.copy()
     if math.isinf(radius):
         return np.full(len(start), a.sum())
     i, j = build_pairs(torch.as_tensor(start, dtype=torch.float64),
@@ -238,6 +250,8 @@ def estimate_gradient(potential: torch.nn.Module, paths: np.ndarray, box: np.nda
     for w in range(n_windows):
         centred = losses[w] - baselines[w]
         weights = localisation_weights(paths[w, 1], box, centred, spec.localisation_radius)
+        friction_weights = torch.as_tensor(
+            localisation_weights(paths[w, 1], box, centred, spec.friction_localisation_radius))
         weight_sums[w] = weights.sum()
         a_t = torch.as_tensor(weights)
         x0 = torch.as_tensor(paths[w, 1])
@@ -266,7 +280,7 @@ def estimate_gradient(potential: torch.nn.Module, paths: np.ndarray, box: np.nda
             path_global[w, :n_theta] += both[1]
             # log γ, per bead
             per_bead = (-gamma * noise * velocity_term / var + noise**2 / (2 * var) - 0.5).sum(dim=(0, 2))
-            path_weighted[w, n_theta] += float((a_t * per_bead).sum())
+            path_weighted[w, n_theta] += float((friction_weights * per_bead).sum())
             path_global[w, n_theta] += float(per_bead.sum())
 
     mean_bead_gradient = thermo_total.mean(axis=0) / n_beads          # <∂u_j/∂θ>
@@ -282,7 +296,8 @@ def estimate_gradient(potential: torch.nn.Module, paths: np.ndarray, box: np.nda
         path=path_weighted.mean(axis=0) / n_beads, global_scores=global_scores,
         value=float(window_values.mean()),
         value_standard_error=float(window_values.std(ddof=1) / math.sqrt(n_windows)) if n_windows > 1 else math.inf,
-        extra={"localisation_radius": spec.localisation_radius})
+        extra={"localisation_radius": spec.localisation_radius,
+               "friction_localisation_radius": spec.friction_localisation_radius})
     logger.info("estimator: %d windows x %d steps x %d beads; gradient SNR %.2f",
                 n_windows, n_path - 2, n_beads, estimate.global_snr)
     return estimate

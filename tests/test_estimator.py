@@ -133,13 +133,16 @@ def _shifted(potential: CGPotential, name: str, h: float) -> CGPotential:
 
 
 def gradient_check(tmp_path, n_windows: int, fd_steps: int, radius: float = 5.0) -> list[dict]:
-    """Estimator vs central finite differences for a pair coefficient, λ and log γ."""
+    """Estimator vs central finite differences for a pair coefficient, λ and log γ, with the exact
+    global log γ score; the log γ row also has training's self-localised estimate
+    (``friction_localisation_radius = 0``) as ``local`` / ``local_se``."""
     torch.set_num_threads(1)
     base = water_like_potential()
     plan = RunPlan.evenly_spaced_windows(n_windows, TAU, 500, 3000)
     rec = run(base, DAMP, 11, plan, tmp_path / "est")
-    est = estimate_gradient(base, rec.paths, rec.box, window_msd(rec.paths), dynamics(),
-                            EstimatorSpec(localisation_radius=radius))
+    est, local = (estimate_gradient(base, rec.paths, rec.box, window_msd(rec.paths), dynamics(),
+                                    EstimatorSpec(localisation_radius=radius, friction_localisation_radius=r))
+                  for r in (math.inf, 0.0))
     rows = []
     for name, h in (("pair.c[5]", 0.3), ("threebody.lambda", 3.0), ("log_gamma", 0.2)):
         if name == "log_gamma":
@@ -152,9 +155,12 @@ def gradient_check(tmp_path, n_windows: int, fd_steps: int, radius: float = 5.0)
         fd_se = math.hypot(plus[1], minus[1]) / (2 * h)
         k = est.names.index(name)
         rows.append({"name": name, "estimate": est.gradient[k], "estimate_se": est.standard_error[k],
-                     "thermo": est.thermo[k], "fd": fd, "fd_se": fd_se})
+                     "thermo": est.thermo[k], "fd": fd, "fd_se": fd_se,
+                     "local": local.gradient[k], "local_se": local.standard_error[k]})
         print(f"d<O>/d{name}: estimator {est.gradient[k]:+.4f} ± {est.standard_error[k]:.4f} "
               f"(thermo part {est.thermo[k]:+.4f}), finite differences {fd:+.4f} ± {fd_se:.4f}")
+    print(f"d<O>/dlog_gamma, self-localised score (training's default): {rows[-1]['local']:+.4f} ± "
+          f"{rows[-1]['local_se']:.4f}")
     return rows
 
 
@@ -177,5 +183,10 @@ def test_gradient_check(tmp_path):
     three-body gradient on its own (standard error below half the effect)."""
     rows = gradient_check(tmp_path, n_windows=160, fd_steps=100_000)
     _assert_agreement(rows)
+    # training's log γ score keeps each bead's own noise terms (friction_localisation_radius = 0):
+    # a far smaller error, biased towards zero but of the right sign (both printed above)
+    gamma = rows[-1]
+    assert gamma["local_se"] < 0.5 * gamma["estimate_se"]
+    assert np.sign(gamma["local"]) == np.sign(gamma["fd"])
     lam = next(r for r in rows if r["name"] == "threebody.lambda")
     assert lam["estimate_se"] < 0.5 * abs(lam["fd"])
