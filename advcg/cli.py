@@ -40,12 +40,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
     from advcg.engine import EngineError
+    from advcg.guard import DivergenceError
 
     try:
         args.func(args)
     except (ValueError, FileNotFoundError, EngineError) as exc:
         logger.error("%s", exc)
         return 2
+    except DivergenceError as exc:
+        logger.error("divergence guard: %s", exc)
+        return 3
     return 0
 
 
@@ -92,7 +96,8 @@ def _cmd_map(args: argparse.Namespace) -> None:
 
     traj = map_to_beads(args.topology, args.trajectory or None, format=args.format,
                         topology_format=args.topology_format, dt_ps=args.dt_ps, start=args.start,
-                        stop=args.stop, step=args.step, water_only=not args.any_liquid)
+                        stop=args.stop, step=args.step, water_only=not args.any_liquid,
+                        check_density=not args.any_density)
     traj.save(args.output)
 
 
@@ -110,6 +115,8 @@ def _register_map(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stop", type=int, default=None, help="stop before this frame")
     p.add_argument("--step", type=int, default=None, help="frame stride")
     p.add_argument("--any-liquid", action="store_true", help="accept molecules that are not water")
+    p.add_argument("--any-density", action="store_true",
+                   help="accept water far from 1 g/cm^3 (default: refuse outside 0.5-1.5 g/cm^3)")
     p.add_argument("--output", required=True, help="output .npz")
     p.set_defaults(func=_cmd_map)
 
@@ -135,9 +142,15 @@ def _load_observables(path: str, args: argparse.Namespace) -> "Observables":
         except (ValueError, AttributeError) as exc:
             raise ValueError(f"{file}: {exc}") from exc
     traj = CGTrajectory.load(file)
-    return compute_observables(traj, r_max=args.r_max, rdf_bin_width=args.rdf_bin_width,
-                               adf_cutoff=args.adf_cutoff, adf_bin_width=args.adf_bin_width,
-                               fit_range_fs=tuple(args.fit_range_fs), step=args.step)
+    if traj.n_frames < 2 and not args.allow_single_frame:
+        raise ValueError(f"{file} has a single frame: the MSD and D need at least two frames "
+                         "(pass --allow-single-frame for the RDF and ADF alone)")
+    try:
+        return compute_observables(traj, r_max=args.r_max, rdf_bin_width=args.rdf_bin_width,
+                                   adf_cutoff=args.adf_cutoff, adf_bin_width=args.adf_bin_width,
+                                   fit_range_fs=tuple(args.fit_range_fs), step=args.step)
+    except ValueError as exc:   # e.g. a box smaller than 2 r_max: name the file
+        raise ValueError(f"{file}: {exc}") from exc
 
 
 def _cmd_observables(args: argparse.Namespace) -> None:
@@ -173,6 +186,8 @@ def _register_observables(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fit-range-fs", type=float, nargs=2, default=[10000.0, 50000.0],
                    metavar=("LO", "HI"), help="fs range of the MSD fit for D (default 10000 50000)")
     p.add_argument("--step", type=int, default=1, help="use every STEP-th frame for RDF and ADF")
+    p.add_argument("--allow-single-frame", action="store_true",
+                   help="accept a one-frame trajectory (RDF and ADF only; no MSD, no D)")
     p.set_defaults(func=_cmd_observables)
 
 
@@ -183,9 +198,11 @@ _REGISTRY += [_register_aa_reference, _register_map, _register_observables]
 def _cmd_init(args: argparse.Namespace) -> None:
     from advcg.config import load_config
     from advcg.ibi import initialise
+    from advcg.pipeline_cli import check_accelerator
     from advcg.trajectory import CGTrajectory
 
     config = load_config(args.config)
+    check_accelerator(config, args)
     traj = CGTrajectory.load(args.aa_trajectory)
     result = initialise(traj, config, args.outdir, pair_only=args.pair_only, method=args.method,
                         overwrite=args.overwrite)

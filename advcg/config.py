@@ -7,6 +7,7 @@ pipeline and the ``advcg`` command line never disagree. Defaults come from the s
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +62,35 @@ def validate_config(config: dict[str, Any], source: str = "<config>") -> dict[st
             key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
             lines.append(f"{key}: {error.message}")
         raise ConfigError(f"{source}: invalid configuration:\n  " + "\n  ".join(lines))
+    _check_finite(data, source)
     _check_consistency(data, source)
     return data
+
+
+#: Keys that may be infinite (YAML ``.inf``): an infinite localisation radius is the exact
+#: global score. Every other number must be finite; NaN never is allowed.
+INFINITE_ALLOWED = ("training.localisation_radius", "training.friction_localisation_radius")
+
+
+def _check_finite(config: dict[str, Any], source: str) -> None:
+    """Refuse NaN and infinite numbers, which JSON-schema bounds let through (NaN compares false)."""
+    lines: list[str] = []
+
+    def walk(node: Any, path: list[str]) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, path + [str(key)])
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, path + [str(i)])
+        elif isinstance(node, float) and not math.isfinite(node):
+            key = ".".join(path)
+            if not (math.isinf(node) and key in INFINITE_ALLOWED):
+                lines.append(f"{key}: {node} is not a finite number")
+
+    walk(config, [])
+    if lines:
+        raise ConfigError(f"{source}: invalid configuration:\n  " + "\n  ".join(lines))
 
 
 def _check_consistency(config: dict[str, Any], source: str) -> None:
@@ -84,10 +112,14 @@ def _check_consistency(config: dict[str, Any], source: str) -> None:
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Read, merge ``overrides`` (nested dict) into, and validate a configuration file."""
     path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"configuration file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not a readable YAML configuration file ({exc})") from exc
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
     data = data or {}

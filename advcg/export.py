@@ -323,12 +323,9 @@ def write_threebody(potential: CGPotential, sw_path: str | os.PathLike,
               "# element1 element2 element3 epsilon sigma a lambda gamma costheta0 A B p q tol"
               + (" table keyword style N" if term.variant == "sw/angle/table" else "")]
     if isinstance(term, SWThreeBody):
+        _check_threebody(potential)
         strength, cos0 = float(term.strength.detach()), float(term.cos_theta0.detach())
         eps = float(term.epsilon)
-        if not (math.isfinite(strength) and math.isfinite(cos0)):
-            raise ValueError("three-body lambda and cos_theta0 must be finite")
-        if strength < 0:
-            raise ValueError(f"LAMMPS pair_style sw needs lambda >= 0, got {strength}")
         line = (f"{ELEMENT} {ELEMENT} {ELEMENT} {_num(eps)} {_num(sigma)} {_num(a)} {_num(strength)} "
                 f"{_num(gamma)} {_num(cos0)} 0.0 0.0 0.0 0.0 0.0")
         io.write_text(sw_path, "\n".join(header + [line]) + "\n")
@@ -412,6 +409,25 @@ def _write_model_files(potential: CGPotential, outdir: Path, n_table: int, n_ang
     return model
 
 
+def _check_deck_settings(temperature: float, damp_fs: float, seed: int, timestep: float) -> None:
+    for name, value in (("temperature", temperature), ("damp_fs", damp_fs), ("timestep", timestep)):
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be finite and > 0, got {value}")
+    if int(seed) < 1:
+        raise ValueError(f"LAMMPS seeds must be positive integers, got {seed}")
+
+
+def _check_threebody(potential: CGPotential) -> None:
+    """What LAMMPS requires of the three-body parameters (checked before any file is written)."""
+    term = potential.threebody
+    if isinstance(term, SWThreeBody):
+        strength, cos0 = float(term.strength.detach()), float(term.cos_theta0.detach())
+        if not (math.isfinite(strength) and math.isfinite(cos0)):
+            raise ValueError("three-body lambda and cos_theta0 must be finite")
+        if strength < 0:
+            raise ValueError(f"LAMMPS pair_style sw needs lambda >= 0 (threebody.lambda), got {strength}")
+
+
 def write_deck(potential: CGPotential, outdir: str | os.PathLike, n_beads: int, density: float,
                temperature: float, damp_fs: float, seed: int, timestep: float = 2.0,
                files: ExportedModel | None = None, n_table: int = DEFAULT_TABLE_POINTS,
@@ -449,11 +465,7 @@ def write_deck(potential: CGPotential, outdir: str | os.PathLike, n_beads: int, 
     outdir = Path(outdir)
     length = box_length(n_beads, density)
     potential.validate_box([length] * 3)
-    for name, value in (("temperature", temperature), ("damp_fs", damp_fs), ("timestep", timestep)):
-        if not (math.isfinite(value) and value > 0):
-            raise ValueError(f"{name} must be finite and > 0, got {value}")
-    if int(seed) < 1:
-        raise ValueError(f"LAMMPS seeds must be positive integers, got {seed}")
+    _check_deck_settings(temperature, damp_fs, seed, timestep)
     if files is None:
         files = _write_model_files(potential, outdir, n_table, n_angle)
     template = (_TEMPLATE_DIR / DECK_TEMPLATE).read_text()
@@ -499,7 +511,10 @@ def export_model(potential: CGPotential, outdir: str | os.PathLike, n_beads: int
         Paths and table sizes; :func:`pair_commands` turns it into LAMMPS commands.
     """
     outdir = Path(outdir)
+    # every check that can fail comes before the first file: a refused export writes nothing
     potential.validate_box([box_length(n_beads, density)] * 3)
+    _check_deck_settings(temperature, damp_fs, seed, timestep)
+    _check_threebody(potential)
     files = _write_model_files(potential, outdir, n_table, n_angle)
     parameters = outdir / "parameters.json"
     potential.to_json(parameters)

@@ -31,6 +31,10 @@ logger = logging.getLogger(__name__)
 
 #: Allowed deviation (g/mol) of a molecule's mass from water's for ``water_only``.
 WATER_MASS_TOLERANCE = 0.05
+#: Mass densities (g/cm³) accepted for water with ``check_density``: liquid water lies near 1;
+#: far outside this range the box is wrong (units, a cut trajectory, a gas), and a CG water
+#: model learned or run there is meaningless.
+WATER_DENSITY_RANGE = (0.5, 1.5)
 
 #: A file path, or one or more of them.
 PathLike = str | os.PathLike
@@ -42,9 +46,73 @@ _DUMP_SUFFIXES = (".lammpstrj", ".dump", ".lammpsdump")
 
 def _check_exists(path: str | os.PathLike, what: str) -> Path:
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"{what} file {path} does not exist")
+    if not path.is_file():
+        raise ValueError(f"{what} file {path} is not a regular file (a directory?)")
+    if not os.access(path, os.R_OK):
+        raise ValueError(f"{what} file {path} is not readable (permissions)")
     return path
+
+
+def _check_dcd(path: Path) -> None:
+    """Refuse a DCD file that libdcd cannot open or that is truncated.
+
+    MDAnalysis counts DCD frames from the file size and silently drops a partial last frame, so
+    a trajectory cut short (a full disk, a killed run, a copy stopped half-way) would map to
+    fewer frames without a word. Here the size must be the header plus whole frames, and the
+    frame count must reach the one the header declares (``NSET``, which LAMMPS and MDAnalysis
+    keep up to date as they write).
+    """
+    from MDAnalysis.lib.formats.libdcd import DCDFile
+
+    try:
+        dcd = DCDFile(str(path))
+    except (OSError, ValueError, EOFError) as exc:
+        raise ValueError(f"trajectory file {path} is not a readable DCD file: {exc}") from exc
+    try:
+        n_frames = int(dcd.n_frames)
+        sizes = [getattr(dcd, name, None) for name in ("_header_size", "_firstframesize", "_framesize")]
+    finally:
+        dcd.close()
+    size = path.stat().st_size
+    if None not in sizes and n_frames > 0:
+        header, first, frame = (int(v) for v in sizes)
+        expected = header + first + (n_frames - 1) * frame
+        if size != expected:
+            raise ValueError(f"trajectory file {path} is truncated or corrupt: {size} bytes is not "
+                             f"the DCD header plus whole frames of {frame} bytes ({n_frames} "
+                             f"whole frame(s), then {size - expected} bytes)")
+    with open(path, "rb") as handle:
+        head = handle.read(12)             # record marker 84, "CORD", NSET
+    for order in ("<", ">"):
+        marker, _, declared = (int(v) for v in np.frombuffer(head.ljust(12, b"\0"), dtype=f"{order}i4"))
+        if marker == 84 and declared > n_frames:
+            raise ValueError(f"trajectory file {path} is truncated: its header declares "
+                             f"{declared} frames but it holds {n_frames}")
+
+
+def _check_xdr(path: Path, kind: str) -> None:
+    """Refuse an XTC or TRR file that ends inside a frame (MDAnalysis drops such a frame silently)."""
+    from MDAnalysis.lib.formats import libmdaxdr
+
+    try:
+        xdr = getattr(libmdaxdr, f"{kind}File")(str(path))
+        try:
+            n_frames = len(xdr.offsets)
+            if n_frames == 0 or not hasattr(xdr, "_bytes_tell"):
+                return
+            xdr.seek(n_frames - 1)
+            xdr.read()
+            end = int(xdr._bytes_tell())
+        finally:
+            xdr.close()
+    except (OSError, ValueError, EOFError, RuntimeError) as exc:
+        raise ValueError(f"trajectory file {path} is not a readable {kind} file: {exc}") from exc
+    size = path.stat().st_size
+    if end != size:
+        raise ValueError(f"trajectory file {path} is truncated or corrupt: its {n_frames} whole "
+                         f"{kind} frame(s) end at byte {end} of {size}")
 
 
 def _trajectory_format(topology: Path, trajectory: Path, fmt: str | None) -> str | None:
@@ -86,7 +154,8 @@ def load_universe(topology: PathLike, trajectory: Paths | None = None, *,
     FileNotFoundError
         A file does not exist.
     ValueError
-        A LAMMPS dump without ``dt_ps``, or a non-positive ``dt_ps``.
+        A file that is not a regular readable file, that MDAnalysis cannot read, a truncated
+        DCD, a LAMMPS dump without ``dt_ps``, or a non-positive ``dt_ps``.
     """
     import MDAnalysis as mda
 
@@ -99,7 +168,10 @@ def load_universe(topology: PathLike, trajectory: Paths | None = None, *,
             raise ValueError(f"dt_ps must be > 0 (ps); got {dt_ps}")
         kwargs["dt"] = float(dt_ps)
     if trajectory is None:
-        return mda.Universe(str(top), **kwargs)
+        try:
+            return mda.Universe(str(top), **kwargs)
+        except (OSError, ValueError, EOFError, KeyError, IndexError, TypeError) as exc:
+            raise ValueError(f"MDAnalysis cannot read topology {top}: {type(exc).__name__}: {exc}") from exc
     paths = [trajectory] if isinstance(trajectory, (str, os.PathLike)) else list(trajectory)
     if not paths:
         raise ValueError("trajectory: give at least one file (or None to use the topology's coordinates)")
@@ -110,9 +182,20 @@ def load_universe(topology: PathLike, trajectory: Paths | None = None, *,
     if fmt is not None and fmt.upper() == "LAMMPSDUMP" and dt_ps is None:
         raise ValueError(f"{trajs[0]}: LAMMPS dumps store step numbers, not times; give dt_ps, "
                          "the MD timestep in ps (e.g. 0.002)")
+    for path in trajs:   # files MDAnalysis would read short without a word
+        kind = fmt.upper() if fmt is not None else path.suffix.lstrip(".").upper()
+        if kind in ("DCD", "LAMMPS"):
+            _check_dcd(path)
+        elif kind in ("XTC", "TRR"):
+            _check_xdr(path, kind)
     logger.info("reading %s with %s (format %s)", [str(p) for p in trajs], top, fmt or "by suffix")
     files = [str(p) for p in trajs]
-    return mda.Universe(str(top), files if len(files) > 1 else files[0], **kwargs)
+    try:
+        return mda.Universe(str(top), files if len(files) > 1 else files[0], **kwargs)
+    except (OSError, ValueError, EOFError, KeyError, IndexError, TypeError) as exc:
+        raise ValueError(f"MDAnalysis cannot read topology {top} with trajectory "
+                         f"{', '.join(files)} (format {fmt or 'from the suffix'}): "
+                         f"{type(exc).__name__}: {exc}") from exc
 
 
 def molecule_indices(universe: Any, water_only: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -167,7 +250,7 @@ def molecule_indices(universe: Any, water_only: bool = True) -> tuple[np.ndarray
     if water_only and abs(total - units.WATER_MASS) > WATER_MASS_TOLERANCE:
         raise ValueError(f"{name}: molecular mass {total:.4f} g/mol is not water's "
                          f"({units.WATER_MASS} ± {WATER_MASS_TOLERANCE}); pass water_only=False "
-                         "to map another one-component liquid")
+                         "(advcg map --any-liquid) to map another one-component liquid")
     logger.info("%d molecules of %d atoms (%s), mass %.4f g/mol", len(index), index.shape[1], source, total)
     return index, mol_masses[0]
 
@@ -240,8 +323,24 @@ def unwrap_tracks(centres: np.ndarray, box: np.ndarray) -> np.ndarray:
     return out
 
 
+def check_water_density(traj: CGTrajectory, limits: tuple[float, float] = WATER_DENSITY_RANGE) -> None:
+    """Refuse a water trajectory whose mass density (g/cm³) leaves ``limits`` in any frame."""
+    volume = np.prod(traj.box, axis=1)                                   # Å³, per frame
+    density = traj.n_beads * traj.mass / units.AVOGADRO / (volume * 1e-24)
+    lo, hi = limits
+    bad = np.nonzero((density < lo) | (density > hi))[0]
+    if bad.size:
+        f = int(bad[np.argmax(np.abs(density[bad] - 1.0))])
+        raise ValueError(f"density {density[f]:.3f} g/cm^3 ({traj.n_beads} molecules of "
+                         f"{traj.mass:.4f} g/mol in a box of {np.round(traj.box[f], 3).tolist()} Å, "
+                         f"frame {f}) is far from liquid water's (~1.0; accepted {lo}..{hi}): check "
+                         "the box and its units, or pass check_density=False (advcg map "
+                         "--any-density) to map water at this density")
+
+
 def map_universe(universe: Any, *, start: int | None = None, stop: int | None = None,
-                 step: int | None = None, water_only: bool = True) -> CGTrajectory:
+                 step: int | None = None, water_only: bool = True,
+                 check_density: bool = True) -> CGTrajectory:
     """Map frames ``start:stop:step`` of an MDAnalysis Universe to COM beads.
 
     See :func:`map_to_beads`.
@@ -266,6 +365,8 @@ def map_universe(universe: Any, *, start: int | None = None, stop: int | None = 
             centres[lo:i + 1] = molecular_centres(buffer[:i + 1 - lo], box[lo:i + 1], index, masses)
     tracks = unwrap_tracks(centres, box)
     traj = CGTrajectory(tracks, box, times, float(masses.sum()))
+    if water_only and check_density:
+        check_water_density(traj)
     logger.info("mapped %d frames (t = %.1f..%.1f fs) to %d beads", traj.n_frames,
                 times[0], times[-1], traj.n_beads)
     return traj
@@ -274,7 +375,8 @@ def map_universe(universe: Any, *, start: int | None = None, stop: int | None = 
 def map_to_beads(topology: PathLike, trajectory: Paths | None = None, *,
                  format: str | None = None, topology_format: str | None = None,
                  dt_ps: float | None = None, start: int | None = None, stop: int | None = None,
-                 step: int | None = None, water_only: bool = True) -> CGTrajectory:
+                 step: int | None = None, water_only: bool = True,
+                 check_density: bool = True) -> CGTrajectory:
     """Read an AA trajectory and map each molecule to one bead at its centre of mass.
 
     Parameters
@@ -291,6 +393,9 @@ def map_to_beads(topology: PathLike, trajectory: Paths | None = None, *,
         Frames to read (Python slice semantics).
     water_only
         Refuse molecules whose mass is not water's (18.0154 g/mol).
+    check_density
+        With ``water_only``: refuse a mass density outside :data:`WATER_DENSITY_RANGE` g/cm³
+        in any frame (a wrong box or wrong units).
 
     Returns
     -------
@@ -302,13 +407,16 @@ def map_to_beads(topology: PathLike, trajectory: Paths | None = None, *,
     FileNotFoundError
         A file does not exist.
     ValueError
-        No molecule information, mixed or non-water molecules, no or non-orthogonal box,
-        an empty frame selection, or times not strictly increasing.
+        Unreadable or truncated files, no molecule information, mixed or non-water molecules,
+        a water density far from 1 g/cm³, no or non-orthogonal box, an empty frame selection,
+        or times not strictly increasing.
     """
     universe = load_universe(topology, trajectory, format=format, topology_format=topology_format,
                              dt_ps=dt_ps)
     try:
-        return map_universe(universe, start=start, stop=stop, step=step, water_only=water_only)
-    except ValueError as exc:
-        where = f"{topology}" + (f" + {trajectory}" if trajectory is not None else "")
+        return map_universe(universe, start=start, stop=stop, step=step, water_only=water_only,
+                            check_density=check_density)
+    except (ValueError, OSError, EOFError) as exc:   # OSError, EOFError: a frame that cannot be read
+        files = [trajectory] if isinstance(trajectory, (str, os.PathLike)) else list(trajectory or [])
+        where = " + ".join(str(p) for p in [topology, *files])
         raise ValueError(f"mapping {where}: {exc}") from exc

@@ -46,6 +46,22 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
     return config
 
 
+def check_accelerator(config: dict[str, Any], args: argparse.Namespace) -> None:
+    """Resolve the configured LAMMPS accelerator before a stage writes anything: an accelerator
+    that this LAMMPS lacks (``kokkos`` without a Kokkos GPU build) stops the stage naming the key."""
+    from advcg.engine import EngineError, choose_accelerator
+
+    try:
+        choose_accelerator(config["accelerator"], config["threads"])
+    except EngineError as exc:
+        raise EngineError(f"{args.config}: {exc}") from exc
+
+
+def _naming(path: str, exc: ValueError) -> ValueError:
+    """``exc`` with ``path`` in its message (when it does not name it already)."""
+    return exc if str(path) in str(exc) else ValueError(f"{path}: {exc}")
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="configuration YAML (the pipeline's resolved config)")
     p.add_argument("--threads", type=int, default=None, help="torch and LAMMPS threads (default: config threads)")
@@ -73,7 +89,9 @@ def _register_state_init(sub: argparse._SubParsersAction) -> None:
 def _cmd_simulate(args: argparse.Namespace) -> None:
     from advcg.training import simulate
 
-    simulate(Path(args.state), Path(args.aa_trajectory), _config(args), Path(args.outdir))
+    config = _config(args)
+    check_accelerator(config, args)
+    simulate(Path(args.state), Path(args.aa_trajectory), config, Path(args.outdir))
 
 
 def _register_simulate(sub: argparse._SubParsersAction) -> None:
@@ -92,10 +110,13 @@ def _cmd_features(args: argparse.Namespace) -> None:
     from advcg.training import aa_features, cg_features
 
     config = _config(args)
-    if args.kind == "aa":
-        aa_features(Path(args.input), config, Path(args.output))
-    else:
-        cg_features(Path(args.input), Path(args.output))
+    try:
+        if args.kind == "aa":
+            aa_features(Path(args.input), config, Path(args.output))
+        else:
+            cg_features(Path(args.input), Path(args.output))
+    except ValueError as exc:   # e.g. a trajectory shorter than one window: name the file
+        raise _naming(args.input, exc) from exc
     logger.info("%s window features of %s written to %s", args.kind.upper(), args.input, args.output)
 
 
@@ -135,17 +156,25 @@ def _register_discriminate(sub: argparse._SubParsersAction) -> None:
 def _cmd_update(args: argparse.Namespace) -> None:
     from advcg.training import update
 
+    config = _config(args)
+    check_accelerator(config, args)   # the guard's probe runs LAMMPS
     update(Path(args.state), Path(args.recording), Path(args.cg_features), Path(args.discriminator),
-           _config(args), Path(args.out_state), Path(args.report))
+           Path(args.aa_trajectory), Path(args.aa_observables), config, Path(args.out_state),
+           Path(args.report))
 
 
 def _register_update(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("update", help="gradient estimate and Adam step: state k -> state k+1")
+    p = sub.add_parser("update", help="gradient estimate and guarded Adam step: state k -> state k+1",
+                       description="Estimates the generator gradient from round k's windows, proposes "
+                                   "an Adam step and checks it with a probe run (training.guard); "
+                                   "exits non-zero after training.guard.max_rejections rejections.")
     _common(p)
     p.add_argument("--state", required=True, help="training state directory of round k")
     p.add_argument("--recording", required=True, help="round k's recording.npz")
     p.add_argument("--cg-features", required=True, help="round k's CG features (.pt)")
     p.add_argument("--discriminator", required=True, help="round k's discriminator checkpoint")
+    p.add_argument("--aa-trajectory", required=True, help="mapped AA trajectory .npz (probe start)")
+    p.add_argument("--aa-observables", required=True, help="AA observables JSON (probe checks)")
     p.add_argument("--out-state", required=True, help="state directory k+1 to write")
     p.add_argument("--report", required=True, help="output update report (.json)")
     p.set_defaults(func=_cmd_update)
@@ -154,8 +183,10 @@ def _register_update(sub: argparse._SubParsersAction) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from advcg.training import evaluate
 
-    evaluate(Path(args.state), Path(args.aa_trajectory), Path(args.aa_observables), _config(args),
-             Path(args.outdir))
+    config = _config(args)
+    check_accelerator(config, args)
+    evaluate(Path(args.state), Path(args.aa_trajectory), Path(args.aa_observables), config,
+             Path(args.outdir), run_ps=args.run_ps)
 
 
 def _register_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -167,6 +198,8 @@ def _register_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--aa-trajectory", required=True, help="mapped AA trajectory .npz")
     p.add_argument("--aa-observables", required=True, help="AA observables JSON (advcg observables)")
     p.add_argument("--outdir", required=True, help="output directory")
+    p.add_argument("--run-ps", type=float, default=None,
+                   help="length of the CG run, ps (default: the configuration's evaluation.run_ps)")
     p.set_defaults(func=_cmd_evaluate)
 
 

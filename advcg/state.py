@@ -153,8 +153,11 @@ def load_state(directory: str | os.PathLike) -> TrainingState:
         raise FileNotFoundError(f"{dyn_path} is missing")
     try:
         dynamics = DynamicsParameters(**json.loads(dyn_path.read_text()))
-    except (json.JSONDecodeError, TypeError) as exc:
+    except (json.JSONDecodeError, TypeError, ValueError) as exc:
         raise ValueError(f"{dyn_path}: not a valid dynamics file ({exc})") from exc
     opt_path = directory / OPTIMIZER_FILE
-    optimizer = torch.load(opt_path, weights_only=True) if opt_path.is_file() else None
+    try:
+        optimizer = torch.load(opt_path, weights_only=True) if opt_path.is_file() else None
+    except Exception as exc:  # torch raises several unrelated types for corrupt files
+        raise ValueError(f"{opt_path}: not a readable optimiser state ({exc})") from exc
     return TrainingState(potential, dynamics, optimizer)

@@ -22,6 +22,7 @@ import logging
 import math
 import tempfile
 import time
+import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -56,7 +57,8 @@ def window_spec(config: dict[str, Any]) -> WindowSpec:
     return WindowSpec(n_lags=w["n_lags"], lag=w["lag_fs"], stride=w["stride_fs"])
 
 
-def _steps(ps: float, timestep: float) -> int:
+def ps_to_steps(ps: float, timestep: float) -> int:
+    """The number of MD steps of ``timestep`` fs in ``ps`` picoseconds."""
     return int(round(ps * 1000.0 / timestep))
 
 
@@ -68,8 +70,10 @@ def _export(state: TrainingState, outdir: Path, system: CGSystem, config: dict[s
                         seed=seed, timestep=state.dynamics.timestep)
 
 
-def _run(state: TrainingState, aa: CGTrajectory, config: dict[str, Any], model_dir: Path,
-         plan: RunPlan, stage: int) -> Recording:
+def run_state(state: TrainingState, aa: CGTrajectory, config: dict[str, Any], model_dir: Path,
+              plan: RunPlan, stage: int) -> Recording:
+    """Run ``state``'s model (exported to ``model_dir``) from the last frame of ``aa`` with the
+    state's dynamics and the seed of ``stage`` of its round."""
     system = CGSystem.from_trajectory(aa, -1)
     seed = state.dynamics.round_seed(stage)
     files = _export(state, model_dir, system, config, seed)
@@ -93,9 +97,9 @@ def simulate(state_dir: Path, aa_trajectory: Path, config: dict[str, Any], outdi
     window_steps = spec.n_lags * spec.lag_steps(dt)
     plan = RunPlan.evenly_spaced_windows(
         n_windows=training["windows_per_round"], window_steps=window_steps,
-        spacing_steps=_steps(training["window_spacing_ps"], dt),
-        equilibration_steps=_steps(training["equilibration_ps"], dt))
-    recording = _run(state, aa, config, Path(outdir) / "model", plan, SIMULATE)
+        spacing_steps=ps_to_steps(training["window_spacing_ps"], dt),
+        equilibration_steps=ps_to_steps(training["equilibration_ps"], dt))
+    recording = run_state(state, aa, config, Path(outdir) / "model", plan, SIMULATE)
     path = Path(outdir) / "recording.npz"
     save_npz(path, paths=recording.paths, box=recording.box, window_starts=recording.window_starts,
              timestep=np.float64(dt), lag_steps=np.int64(spec.lag_steps(dt)))
@@ -112,8 +116,8 @@ def load_recording(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path) as data:
             return {key: data[key] for key in data.files}
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"CG recording {path} is unreadable: {exc}") from exc
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"CG recording {path} is unreadable (truncated or corrupt?): {exc}") from exc
 
 
 def recording_windows(recording: dict[str, np.ndarray]) -> Windows:
@@ -230,11 +234,11 @@ def probe(candidate: TrainingState, aa: CGTrajectory, reference: Observables,
     window_steps = spec.n_lags * lag_steps
     plan = RunPlan.evenly_spaced_windows(
         n_windows=settings.probe_windows, window_steps=window_steps,
-        spacing_steps=max(window_steps, _steps(settings.probe_ps, dt) // settings.probe_windows),
-        equilibration_steps=_steps(config["training"]["equilibration_ps"], dt), frame_every=lag_steps)
+        spacing_steps=max(window_steps, ps_to_steps(settings.probe_ps, dt) // settings.probe_windows),
+        equilibration_steps=ps_to_steps(config["training"]["equilibration_ps"], dt), frame_every=lag_steps)
     with tempfile.TemporaryDirectory(prefix="advcg-probe-") as workdir:
         try:
-            recording = _run(candidate, aa, config, Path(workdir), plan, PROBE)
+            recording = run_state(candidate, aa, config, Path(workdir), plan, PROBE)
         except EngineError as exc:
             return ProbeResult(failure=str(exc).splitlines()[0], seconds=time.perf_counter() - started)
     if not (np.all(np.isfinite(recording.frames)) and np.all(np.isfinite(recording.paths))):
@@ -339,13 +343,13 @@ def evaluate(state_dir: Path, aa_trajectory: Path, aa_observables: Path, config:
     aa = CGTrajectory.load(aa_trajectory)
     dt = state.dynamics.timestep
     ev = config["evaluation"]
-    frame_every = max(1, _steps(ev["frame_interval_fs"] / 1000.0, dt))
+    frame_every = max(1, ps_to_steps(ev["frame_interval_fs"] / 1000.0, dt))
     run_ps = ev["run_ps"] if run_ps is None else run_ps
     if not run_ps > 0:
         raise ValueError(f"evaluation run length must be > 0 ps, got {run_ps}")
-    n_steps = frame_every * math.ceil(_steps(run_ps, dt) / frame_every)
-    plan = RunPlan(_steps(config["training"]["equilibration_ps"], dt), n_steps, frame_every)
-    recording = _run(state, aa, config, Path(outdir) / "model", plan, EVALUATE)
+    n_steps = frame_every * math.ceil(ps_to_steps(run_ps, dt) / frame_every)
+    plan = RunPlan(ps_to_steps(config["training"]["equilibration_ps"], dt), n_steps, frame_every)
+    recording = run_state(state, aa, config, Path(outdir) / "model", plan, EVALUATE)
     traj = recording_trajectory(recording, dt, state.dynamics.mass)
     traj.save(Path(outdir) / "trajectory.npz")
     reference = load_observables_json(aa_observables)

@@ -105,6 +105,10 @@ def slice_windows(traj: CGTrajectory, spec: WindowSpec) -> Windows:
         The lag or stride is not a whole number of frames, or the trajectory is shorter than one
         window.
     """
+    if traj.n_frames < spec.n_lags + 1:
+        raise ValueError(f"windows: a window has n_lags + 1 = {spec.n_lags + 1} frames "
+                         f"({spec.duration} fs at lag {spec.lag} fs); the trajectory has "
+                         f"{traj.n_frames} frame{'s' if traj.n_frames != 1 else ''}")
     frame_dt = traj.timestep
     lag_frames = spec.lag / frame_dt
     stride_frames = spec.stride / frame_dt

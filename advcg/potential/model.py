@@ -565,7 +565,12 @@ class CGPotential(nn.Module):
             the message names the file and the key.
         """
         path = Path(path)
-        text = path.read_text()
+        if not path.exists():
+            raise FileNotFoundError(f"CG potential file {path} does not exist")
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PotentialFileError(f"{path}: not a readable CG potential JSON file ({exc})") from exc
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
