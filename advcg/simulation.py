@@ -1,5 +1,6 @@
 """CG LAMMPS runs driven from Python: a box of beads with an exported model, run with the training
-dynamics of :mod:`advcg.langevin`.
+dynamics of :mod:`advcg.langevin` (or, for the production part of a run, without any thermostat:
+plain velocity Verlet, ``fix nve``, the microcanonical baseline of METHOD §7).
 
 The system is built directly in the Python-driven instance (no data file): one atom type of mass
 :data:`advcg.units.WATER_MASS`, an orthogonal periodic box and given starting positions (typically
@@ -17,6 +18,7 @@ import numpy as np
 from advcg.engine import Accelerator, Engine
 from advcg.export import ExportedModel, pair_commands
 from advcg.langevin import GaussianLangevin, LangevinSpec, RecordPlan, Recording
+from advcg.units import BOLTZMANN
 from advcg.trajectory import CGTrajectory
 
 logger = logging.getLogger(__name__)
@@ -101,6 +103,10 @@ class RunPlan:
         Keep a frame every this many production steps (0: none).
     window_starts, window_steps
         Training windows (see :class:`~advcg.langevin.RecordPlan`).
+    nve_production
+        Run the production without thermostat (``fix nve`` only: constant energy) after the
+        Langevin equilibration; frames only (windows need the Langevin path law). :func:`run_cg`
+        then returns an :class:`NVERecording`.
     """
 
     equilibration_steps: int
@@ -108,6 +114,12 @@ class RunPlan:
     frame_every: int = 0
     window_starts: tuple[int, ...] = ()
     window_steps: int = 0
+    nve_production: bool = False
+
+    def __post_init__(self) -> None:
+        if self.nve_production and self.window_starts:
+            raise ValueError("an NVE production records frames only: training windows need the "
+                             "Langevin path law")
 
     @classmethod
     def evenly_spaced_windows(cls, n_windows: int, window_steps: int, spacing_steps: int,
@@ -123,11 +135,79 @@ class RunPlan:
         return cls(equilibration_steps, production, frame_every, starts, window_steps)
 
 
+@dataclass
+class NVERecording(Recording):
+    """The frames of a production run without thermostat, with the total energy (kcal/mol) and
+    the kinetic temperature (K) of the whole system at every frame (``(n_frames,)`` each)."""
+
+    total_energy: np.ndarray
+    temperature: np.ndarray
+
+
+def run_nve(engine: Engine, n_steps: int, frame_every: int) -> NVERecording:
+    """Run ``n_steps`` of plain velocity Verlet (``fix nve``, no thermostat), keeping a frame
+    (unwrapped positions, total energy, temperature) every ``frame_every`` steps from the first.
+
+    Frames are taken between LAMMPS ``run`` commands of ``frame_every`` steps (``pre no post no``
+    after the first), which leaves velocity Verlet's trajectory unchanged; steps left over after the
+    last whole chunk are run without a frame.
+    """
+    if n_steps < 1 or frame_every < 0:
+        raise ValueError(f"n_steps must be >= 1 and frame_every >= 0; got {n_steps}, {frame_every}")
+    chunk = frame_every or n_steps
+    n_chunks, rest = divmod(n_steps, chunk)
+    n_frames = n_chunks + 1 if frame_every else 0
+    lmp = engine.lmp
+    box = engine.box()
+    frames = np.empty((n_frames, engine.n_atoms, 3))
+    frame_steps = np.empty(n_frames, dtype=np.int64)
+    energy = np.empty(n_frames)
+    temperature = np.empty(n_frames)
+    fix = "advcg_nve"
+    # thermo every step: the potential energy is then tallied at the last step of every chunk
+    engine.commands([f"fix {fix} all nve", "thermo_style custom step temp etotal", "thermo 1",
+                     "thermo_modify norm no", "run 0"])
+    try:
+        engine.command("thermo 0")
+
+        def keep(k: int) -> None:
+            frames[k] = engine.unwrapped_positions()
+            frame_steps[k] = int(lmp.extract_global("ntimestep"))
+            energy[k] = float(lmp.get_thermo("etotal"))
+            temperature[k] = float(lmp.get_thermo("temp"))
+
+        if frame_every:
+            keep(0)
+        for k in range(1, n_chunks + 1):
+            engine.command(f"run {chunk} pre no post no")
+            if frame_every:
+                keep(k)
+        if rest:
+            engine.command(f"run {rest} pre no post no")
+    finally:
+        engine.command(f"unfix {fix}")
+    if not np.all(np.isfinite(frames)):
+        raise FloatingPointError("the NVE run produced non-finite positions (it blew up)")
+    if n_frames > 1:
+        drift = (energy[-1] - energy[0]) / (engine.n_atoms * BOLTZMANN * float(np.mean(temperature)))
+        logger.info("NVE production: %d steps, <T> = %.1f K, total-energy drift %.3g kT per bead",
+                    n_steps, float(np.mean(temperature)), drift)
+    empty = np.empty((0, 0, engine.n_atoms, 3))
+    return NVERecording(frame_steps=frame_steps, frames=frames,
+                        window_starts=np.empty(0, dtype=np.int64), paths=empty, path_forces=None,
+                        box=box, total_energy=energy, temperature=temperature)
+
+
 def run_cg(engine: Engine, dynamics: LangevinSpec, plan: RunPlan) -> Recording:
-    """Equilibrate, then run production with the recording that ``plan`` asks for."""
+    """Equilibrate, then run production with the recording that ``plan`` asks for (under
+    ``dynamics``, or without thermostat if ``plan.nve_production``)."""
     integrator = GaussianLangevin(engine, dynamics)
     if plan.equilibration_steps:
         integrator.run(plan.equilibration_steps)
+    if plan.nve_production:
+        logger.info("CG production without thermostat (NVE): %d steps, a frame every %d steps",
+                    plan.production_steps, plan.frame_every)
+        return run_nve(engine, plan.production_steps, plan.frame_every)
     logger.info("CG production: %d steps, %d windows of %d steps, a frame every %d steps",
                 plan.production_steps, len(plan.window_starts), plan.window_steps, plan.frame_every)
     return integrator.run(plan.production_steps, RecordPlan(

@@ -1,0 +1,28 @@
+"""CG runs without thermostat (the NVE baseline of METHOD §7): velocity Verlet conserves the total
+energy, frames are evenly spaced, and training windows are refused (they need the Langevin law)."""
+
+import numpy as np
+import pytest
+
+from advcg.simulation import NVERecording, RunPlan
+from advcg.units import BOLTZMANN
+
+from test_estimator import DAMP, N_BEADS, TEMPERATURE, run, water_like_potential
+
+
+def test_nve_production_conserves_energy(tmp_path):
+    plan = RunPlan(equilibration_steps=1000, production_steps=2000, frame_every=100, nve_production=True)
+    rec = run(water_like_potential(), DAMP, 3, plan, tmp_path)
+    assert isinstance(rec, NVERecording)
+    assert len(rec.frames) == 21 and np.all(np.diff(rec.frame_steps) == 100)
+    kT_per_bead = N_BEADS * BOLTZMANN * TEMPERATURE
+    fluctuation = np.ptp(rec.total_energy) / kT_per_bead
+    print(f"NVE: <T> {rec.temperature.mean():.1f} K, total-energy range {fluctuation:.2e} kT per bead")
+    assert fluctuation < 1e-3
+    assert abs(rec.temperature.mean() / TEMPERATURE - 1) < 0.15
+    assert np.all(np.isfinite(rec.frames))
+
+
+def test_nve_production_refuses_training_windows():
+    with pytest.raises(ValueError, match="Langevin path law"):
+        RunPlan(100, 1000, window_starts=(2,), window_steps=10, nve_production=True)
