@@ -1,11 +1,13 @@
 """The divergence guard: accept or reject a proposed update before it becomes the next state.
 
 An update of round k proposes ϑ_{k+1} from state k. Before it is accepted, a short *probe* run of
-the proposed model (:func:`advcg.training.probe`) checks that it still behaves:
+the proposed model (:func:`advcg.training.probe`) is compared with a probe run of the current
+parameters (same seed, same start):
 
 * the gradient it came from is finite;
 * the probe run finishes (LAMMPS loses no atom, positions stay finite);
-* its RDF stays within ``max_rdf_deviation`` of AA (max |Δg| over 2–12 Å);
+* its RDF stays within ``max_rdf_deviation`` of AA (max |Δg| over 2–12 Å), or, for a model that is
+  already further away, does not move away by more than ``rdf_tolerance``;
 * the round's discriminator does not find its windows more artificial than the current model's by
   more than ``max_generator_loss_increase`` (the generator loss must not degrade).
 
@@ -37,6 +39,7 @@ class GuardSettings:
     max_rejections: int = 3          # consecutive rejections that stop training (>= 1)
     step_shrink: float = 0.5
     max_rdf_deviation: float = 0.15
+    rdf_tolerance: float = 0.05
     max_generator_loss_increase: float = 0.1
     probe_ps: float = 10.0
     probe_windows: int = 8
@@ -46,7 +49,7 @@ class GuardSettings:
             raise ValueError(f"training.guard.max_rejections must be >= 1, got {self.max_rejections}")
         if not 0 < self.step_shrink < 1:
             raise ValueError(f"training.guard.step_shrink must be in (0, 1), got {self.step_shrink}")
-        for name in ("max_rdf_deviation", "max_generator_loss_increase", "probe_ps"):
+        for name in ("max_rdf_deviation", "rdf_tolerance", "max_generator_loss_increase", "probe_ps"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"training.guard.{name} must be > 0, got {getattr(self, name)}")
         if self.probe_windows < 1:
@@ -67,6 +70,11 @@ class ProbeResult:
     generator_loss: float = math.nan
     seconds: float = 0.0
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values for JSON (NaN as None)."""
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                for k, v in asdict(self).items()}
+
 
 @dataclass
 class GuardEvent:
@@ -82,12 +90,8 @@ class GuardEvent:
         return not self.reasons
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["accepted"] = self.accepted
-        if self.probe is not None:   # strict JSON: NaN as null
-            out["probe"] = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                            for k, v in out["probe"].items()}
-        return out
+        return {"attempt": self.attempt, "step_scale": self.step_scale, "reasons": list(self.reasons),
+                "accepted": self.accepted, "probe": None if self.probe is None else self.probe.to_dict()}
 
 
 def gradient_problems(gradient: np.ndarray, names: Sequence[str]) -> list[str]:
@@ -99,17 +103,24 @@ def gradient_problems(gradient: np.ndarray, names: Sequence[str]) -> list[str]:
     return [f"non-finite gradient for {shown}"]
 
 
-def probe_problems(probe: ProbeResult, current_loss: float, settings: GuardSettings) -> list[str]:
-    """Reasons to reject a proposal from its probe run (empty: accept)."""
+def probe_problems(probe: ProbeResult, baseline: ProbeResult, settings: GuardSettings) -> list[str]:
+    """Reasons to reject a proposal from its probe run (empty: accept), against ``baseline``, the
+    probe run of the current parameters with the same seed. The RDF may not leave the
+    ``max_rdf_deviation`` band, and a model already outside it may not get worse by more than
+    ``rdf_tolerance``; the generator loss may not rise by more than ``max_generator_loss_increase``."""
     if probe.failure is not None:
         return [f"probe run failed: {probe.failure}"]
     reasons = []
-    if not probe.rdf_max_abs_diff <= settings.max_rdf_deviation:
-        reasons.append(f"RDF max|dg| {probe.rdf_max_abs_diff:.3f} > max_rdf_deviation "
-                       f"{settings.max_rdf_deviation}")
-    increase = probe.generator_loss - current_loss
-    if not increase <= settings.max_generator_loss_increase:
-        reasons.append(f"generator loss rose by {increase:.3f} ({current_loss:.3f} -> "
+    allowed = settings.max_rdf_deviation
+    if math.isfinite(baseline.rdf_max_abs_diff):
+        allowed = max(allowed, baseline.rdf_max_abs_diff + settings.rdf_tolerance)
+    if not probe.rdf_max_abs_diff <= allowed:
+        reasons.append(f"RDF max|dg| {probe.rdf_max_abs_diff:.3f} > {allowed:.3f} (max_rdf_deviation "
+                       f"{settings.max_rdf_deviation}; current parameters "
+                       f"{baseline.rdf_max_abs_diff:.3f} + rdf_tolerance {settings.rdf_tolerance})")
+    increase = probe.generator_loss - baseline.generator_loss
+    if math.isfinite(baseline.generator_loss) and not increase <= settings.max_generator_loss_increase:
+        reasons.append(f"generator loss rose by {increase:.3f} ({baseline.generator_loss:.3f} -> "
                        f"{probe.generator_loss:.3f}) > max_generator_loss_increase "
                        f"{settings.max_generator_loss_increase}")
     return reasons

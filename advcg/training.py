@@ -71,11 +71,11 @@ def _export(state: TrainingState, outdir: Path, system: CGSystem, config: dict[s
 
 
 def run_state(state: TrainingState, aa: CGTrajectory, config: dict[str, Any], model_dir: Path,
-              plan: RunPlan, stage: int) -> Recording:
+              plan: RunPlan, stage: int, seed: int | None = None) -> Recording:
     """Run ``state``'s model (exported to ``model_dir``) from the last frame of ``aa`` with the
-    state's dynamics and the seed of ``stage`` of its round."""
+    state's dynamics and ``seed`` (default: the seed of ``stage`` of the state's round)."""
     system = CGSystem.from_trajectory(aa, -1)
-    seed = state.dynamics.round_seed(stage)
+    seed = state.dynamics.round_seed(stage) if seed is None else seed
     files = _export(state, model_dir, system, config, seed)
     engine = build_engine(system, files, state.dynamics.temperature, state.dynamics.timestep,
                           velocity_seed=seed, accelerator=config["accelerator"])
@@ -222,10 +222,10 @@ def project_to_bounds(vector: np.ndarray, names: list[str]) -> np.ndarray:
 
 
 def probe(candidate: TrainingState, aa: CGTrajectory, reference: Observables,
-          discriminator: Discriminator, config: dict[str, Any]) -> ProbeResult:
-    """A short run of a proposed model for the divergence guard (:mod:`advcg.guard`): does it
-    run, how far is its RDF and ADF from AA, and how artificial do its windows look to the
-    round's discriminator. LAMMPS failures (lost atoms, ...) are a result, not an exception."""
+          discriminator: Discriminator, config: dict[str, Any], seed: int) -> ProbeResult:
+    """A short run of a model for the divergence guard (:mod:`advcg.guard`): does it run, how
+    far is its RDF and ADF from AA, and how artificial do its windows look to the round's
+    discriminator. LAMMPS failures (lost atoms, ...) are a result, not an exception."""
     started = time.perf_counter()
     settings = GuardSettings.from_config(config)
     spec = window_spec(config)
@@ -238,7 +238,7 @@ def probe(candidate: TrainingState, aa: CGTrajectory, reference: Observables,
         equilibration_steps=ps_to_steps(config["training"]["equilibration_ps"], dt), frame_every=lag_steps)
     with tempfile.TemporaryDirectory(prefix="advcg-probe-") as workdir:
         try:
-            recording = run_state(candidate, aa, config, Path(workdir), plan, PROBE)
+            recording = run_state(candidate, aa, config, Path(workdir), plan, PROBE, seed=seed)
         except EngineError as exc:
             return ProbeResult(failure=str(exc).splitlines()[0], seconds=time.perf_counter() - started)
     if not (np.all(np.isfinite(recording.frames)) and np.all(np.isfinite(recording.paths))):
@@ -264,14 +264,16 @@ class UpdateResult:
 
 def _guarded_step(state: TrainingState, estimate: GradientEstimate, config: dict[str, Any],
                   check: Callable[[TrainingState], ProbeResult], last_good: str
-                  ) -> tuple[TrainingState, list[GuardEvent]]:
+                  ) -> tuple[TrainingState, ProbeResult, list[GuardEvent]]:
     """Propose Adam steps from ``state``, shrinking the rates after each rejection, until the
     guard accepts one; a non-finite gradient keeps the parameters (the next round redoes this one).
-    Raises :class:`DivergenceError` once ``max_rejections`` consecutive proposals were rejected."""
+    Raises :class:`DivergenceError` once ``max_rejections`` consecutive proposals were rejected.
+    Returns the next state, the probe of the current parameters and one event per proposal."""
     settings = GuardSettings.from_config(config)
     dyn = state.dynamics
     next_round = dyn.round + 1
     scale, rejections, events = dyn.step_scale, dyn.rejections, []
+    baseline = check(state) if np.all(np.isfinite(estimate.gradient)) else ProbeResult()
     while True:
         event = GuardEvent(attempt=len(events), step_scale=scale,
                            reasons=gradient_problems(estimate.gradient, estimate.names))
@@ -282,20 +284,20 @@ def _guarded_step(state: TrainingState, estimate: GradientEstimate, config: dict
             candidate = state.with_parameters(vector, round=next_round, step_scale=scale, rejections=0)
             candidate.optimizer = optimizer_state
             event.probe = check(candidate)
-            event.reasons = probe_problems(event.probe, estimate.value, settings)
+            event.reasons = probe_problems(event.probe, baseline, settings)
         events.append(event)
         logger.log(logging.INFO if event.accepted else logging.WARNING,
                    "guard: round %d, attempt %d, step scale %.3g: %s", dyn.round, event.attempt, scale,
                    "accepted" if event.accepted else "; ".join(event.reasons))
         if event.accepted:
-            return candidate, events
+            return candidate, baseline, events
         rejections += 1
         scale *= settings.step_shrink
         if rejections >= settings.max_rejections:
             raise DivergenceError(stop_message(dyn.round, rejections, events, last_good, settings))
         if not np.all(np.isfinite(estimate.gradient)):   # no smaller step helps: redo the round
             kept = replace(dyn, round=next_round, step_scale=scale, rejections=rejections)
-            return TrainingState(state.potential, kept, state.optimizer), events
+            return TrainingState(state.potential, kept, state.optimizer), baseline, events
 
 
 def update(state_dir: Path, recording_path: Path, cg_features_path: Path, discriminator: Path,
@@ -314,9 +316,10 @@ def update(state_dir: Path, recording_path: Path, cg_features_path: Path, discri
                       friction_localisation_radius=config["training"]["friction_localisation_radius"]))
     estimated = time.perf_counter()
     aa, reference = CGTrajectory.load(aa_trajectory), load_observables_json(aa_observables)
-    new_state, events = _guarded_step(state, estimate, config,
-                                      lambda candidate: probe(candidate, aa, reference, model, config),
-                                      last_good=str(state_dir))
+    seed = state.dynamics.round_seed(PROBE)   # the same random numbers for every probe of the round
+    new_state, baseline, events = _guarded_step(
+        state, estimate, config, lambda model_state: probe(model_state, aa, reference, model, config, seed),
+        last_good=str(state_dir))
     step = new_state.parameter_vector() - state.parameter_vector()
     save_state(out_state_dir, new_state)
     ess = estimate.effective_sample_size(step)
@@ -325,6 +328,7 @@ def update(state_dir: Path, recording_path: Path, cg_features_path: Path, discri
               "generator_loss_se": estimate.value_standard_error, "effective_sample_size": ess,
               "n_windows": len(estimate.per_window), "damp_fs": new_state.dynamics.damp,
               "step_scale": new_state.dynamics.step_scale, "rejections": new_state.dynamics.rejections,
+              "guard_baseline": baseline.to_dict(),
               "guard": [event.to_dict() for event in events], "step": step.tolist(), **estimate.summary()}
     write_json(report_path, report)
     logger.info("update: generator loss %.4f ± %.4f, gradient SNR %.2f, ESS %.1f of %d, damp %.1f fs",

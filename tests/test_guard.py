@@ -109,13 +109,18 @@ def test_a_non_finite_gradient_keeps_the_last_good_parameters(round_files, tmp_p
 
 
 def test_probe_problems_name_each_bound():
-    settings = GuardSettings(max_rdf_deviation=0.1, max_generator_loss_increase=0.05)
-    assert probe_problems(ProbeResult(rdf_max_abs_diff=0.05, generator_loss=0.70), 0.68, settings) == []
-    reasons = probe_problems(ProbeResult(rdf_max_abs_diff=0.3, generator_loss=0.9), 0.7, settings)
-    assert reasons[0] == "RDF max|dg| 0.300 > max_rdf_deviation 0.1"
-    assert reasons[1].startswith("generator loss rose by 0.200")
-    assert probe_problems(ProbeResult(rdf_max_abs_diff=math.nan, generator_loss=0.7), 0.7, settings)
-    assert probe_problems(ProbeResult(failure="Lost atoms"), 0.7, settings) == ["probe run failed: Lost atoms"]
+    settings = GuardSettings(max_rdf_deviation=0.1, rdf_tolerance=0.05, max_generator_loss_increase=0.05)
+    inside = ProbeResult(rdf_max_abs_diff=0.04, generator_loss=0.68)
+    assert probe_problems(ProbeResult(rdf_max_abs_diff=0.09, generator_loss=0.70), inside, settings) == []
+    reasons = probe_problems(ProbeResult(rdf_max_abs_diff=0.3, generator_loss=0.9), inside, settings)
+    assert reasons[0].startswith("RDF max|dg| 0.300 > 0.100 (max_rdf_deviation 0.1")
+    assert reasons[1].startswith("generator loss rose by 0.220")
+    # a model already outside the band may not get worse by more than rdf_tolerance
+    outside = ProbeResult(rdf_max_abs_diff=0.4, generator_loss=0.7)
+    assert probe_problems(ProbeResult(rdf_max_abs_diff=0.44, generator_loss=0.7), outside, settings) == []
+    assert probe_problems(ProbeResult(rdf_max_abs_diff=0.46, generator_loss=0.7), outside, settings)
+    assert probe_problems(ProbeResult(rdf_max_abs_diff=math.nan, generator_loss=0.7), inside, settings)
+    assert probe_problems(ProbeResult(failure="Lost atoms"), inside, settings) == ["probe run failed: Lost atoms"]
     with pytest.raises(ValueError, match="training.guard.step_shrink"):
         GuardSettings(step_shrink=1.0)
     with pytest.raises(ValueError, match="training.guard.max_rejections"):
