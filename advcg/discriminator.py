@@ -61,13 +61,29 @@ def _minimum_image(dx: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
     return dx - box * torch.round(dx / box)
 
 
+#: Largest number of pair distances held at once by :func:`_neighbours` (~100 B each with the
+#: temporaries of the minimum-image differences).
+_NEIGHBOUR_BLOCK = 2**22
+
+
 def _neighbours(frame: torch.Tensor, box: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Distances ``(W, N, k)`` and indices of the k nearest beads of every bead in ``frame`` (W, N, 3)."""
-    diff = _minimum_image(frame[:, None, :, :] - frame[:, :, None, :], box[:, None, None, :])
-    dist = diff.norm(dim=-1)
-    dist.diagonal(dim1=1, dim2=2).fill_(math.inf)
-    values, index = torch.topk(dist, k, dim=-1, largest=False)
-    return values, index
+    """Distances ``(W, N, k)`` and indices of the k nearest beads of every bead in ``frame`` (W, N, 3).
+
+    Rows are processed in blocks of at most :data:`_NEIGHBOUR_BLOCK` distances, so memory stays
+    bounded for large N (a full ``(W, N, N, 3)`` difference array needs ~50 GB at 32,768 beads)."""
+    n_w, n, _ = frame.shape
+    rows = max(1, _NEIGHBOUR_BLOCK // max(1, n_w * n))
+    values, indices = [], []
+    for lo in range(0, n, rows):
+        hi = min(lo + rows, n)
+        diff = _minimum_image(frame[:, None, :, :] - frame[:, lo:hi, None, :], box[:, None, None, :])
+        dist = diff.norm(dim=-1)                                  # (W, hi - lo, N)
+        own = torch.arange(lo, hi)
+        dist[:, own - lo, own] = math.inf
+        block_values, block_index = torch.topk(dist, k, dim=-1, largest=False)
+        values.append(block_values)
+        indices.append(block_index)
+    return torch.cat(values, dim=1), torch.cat(indices, dim=1)
 
 
 def _gather_beads(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
