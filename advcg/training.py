@@ -189,6 +189,9 @@ def _learning_rates(state: TrainingState, config: dict[str, Any]) -> np.ndarray:
     rates = np.empty(pot.n_parameters + 1)
     rates[pot.pair_slice] = t["learning_rate"]
     rates[pot.threebody_slice] = t["learning_rate_threebody"]
+    names = pot.parameter_names()
+    if "threebody.lambda" in names:   # sw: λ is O(10), cos θ0 is O(0.1)
+        rates[names.index("threebody.lambda")] = t["learning_rate_lambda"]
     rates[-1] = t["learning_rate_log_gamma"]
     return rates
 

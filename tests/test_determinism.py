@@ -25,13 +25,14 @@ import pytest
 import yaml
 
 from advcg import cli
-from advcg.potential import CGPotential, PairSpline, SWThreeBody
+from advcg.potential import CGPotential
 from advcg.trajectory import CGTrajectory
 from advcg.units import WATER_MASS, number_density
 
+from test_estimator import water_like_potential
+
 REPO = Path(__file__).resolve().parent.parent
 N_BEADS = 216
-R_CUT = 9.0
 #: Keys of metrics.json that measure wall-clock time, not the model.
 TIMING_KEYS = {"seconds"}
 
@@ -45,13 +46,6 @@ def advcg(*args: object) -> None:
     result = subprocess.run([sys.executable, "-m", "advcg.cli", *map(str, args)], env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
-
-
-def _water_like_potential() -> CGPotential:
-    """A smooth Lennard-Jones-shaped pair term plus the default SW three-body term."""
-    r = np.linspace(2.2, R_CUT, 400)
-    phi = 4 * 0.3 * ((3.0 / r) ** 12 - (3.0 / r) ** 6)
-    return CGPotential(PairSpline.fit(r, phi - phi[-1], r_min=2.2, r_cut=R_CUT), SWThreeBody())
 
 
 def _aa_beads() -> CGTrajectory:
@@ -69,7 +63,7 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("inputs")
     files = {"potential": d / "potential.json", "aa": d / "aa.npz", "aa_obs": d / "aa_obs.json",
              "state": d / "state0"}
-    _water_like_potential().to_json(files["potential"])
+    water_like_potential().to_json(files["potential"])
     _aa_beads().save(files["aa"])
     config = yaml.safe_load((REPO / "config" / "test.yaml").read_text())
     config["threads"] = 1
@@ -145,7 +139,7 @@ def test_evaluate_twice_gives_identical_metrics(inputs, tmp_path) -> None:
 
 @pytest.mark.parametrize("variant", ["sw", "sw/angle/table"])
 def test_export_twice_gives_identical_bytes(tmp_path, variant) -> None:
-    potential = _water_like_potential()
+    potential = water_like_potential()
     if variant != "sw":
         potential = CGPotential(potential.pair, CGPotential.default(variant).threebody)
     parameters = tmp_path / "parameters.json"

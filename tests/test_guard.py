@@ -31,7 +31,7 @@ def run_update(files: dict[str, Path], config: dict, name: str, recording: Path 
 
 def wild(config: dict, rate: float = 20.0) -> dict:
     """Learning rates that move every spline coefficient by ~``rate`` kcal/mol in one step."""
-    config["training"].update(learning_rate=rate, learning_rate_threebody=rate)
+    config["training"].update(learning_rate=rate, learning_rate_threebody=rate, learning_rate_lambda=rate)
     return config
 
 

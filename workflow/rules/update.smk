@@ -18,6 +18,7 @@ rule update:
         config=config_file,
         settings=settings("training/localisation_radius", "training/friction_localisation_radius",
                           "training/learning_rate", "training/learning_rate_threebody",
+                          "training/learning_rate_lambda",
                           "training/learning_rate_log_gamma", "training/guard",
                           "training/equilibration_ps"),
     log:
