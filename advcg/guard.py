@@ -6,8 +6,9 @@ parameters (same seed, same start):
 
 * the gradient it came from is finite;
 * the probe run finishes (LAMMPS loses no atom, positions stay finite);
-* its RDF stays within ``max_rdf_deviation`` of AA (max |Δg| over 2–12 Å), or, for a model that is
-  already further away, does not move away by more than ``rdf_tolerance``;
+* its RDF stays within ``max_rdf_deviation`` of AA (max |Δg| over 2–12 Å), or, for a model that
+  started further away, within ``rdf_tolerance`` of where it started (:func:`rdf_bound`, fixed at
+  the first update and kept in the training state, so accepted steps cannot drift away);
 * the round's discriminator does not find its windows more artificial than the current model's by
   more than ``max_generator_loss_increase`` (the generator loss must not degrade).
 
@@ -103,21 +104,27 @@ def gradient_problems(gradient: np.ndarray, names: Sequence[str]) -> list[str]:
     return [f"non-finite gradient for {shown}"]
 
 
-def probe_problems(probe: ProbeResult, baseline: ProbeResult, settings: GuardSettings) -> list[str]:
-    """Reasons to reject a proposal from its probe run (empty: accept), against ``baseline``, the
-    probe run of the current parameters with the same seed. The RDF may not leave the
-    ``max_rdf_deviation`` band, and a model already outside it may not get worse by more than
-    ``rdf_tolerance``; the generator loss may not rise by more than ``max_generator_loss_increase``."""
+def rdf_bound(baseline: ProbeResult, settings: GuardSettings) -> float:
+    """The largest probe RDF max|Δg| a proposal may have: ``max_rdf_deviation``, or for a model
+    that starts further from AA, its first probe's value plus ``rdf_tolerance``. Set once, at the
+    first update, and kept in the training state, so that small accepted steps cannot add up to
+    a drift away from AA."""
+    if math.isfinite(baseline.rdf_max_abs_diff):
+        return max(settings.max_rdf_deviation, baseline.rdf_max_abs_diff + settings.rdf_tolerance)
+    return settings.max_rdf_deviation
+
+
+def probe_problems(probe: ProbeResult, baseline: ProbeResult, bound: float,
+                   settings: GuardSettings) -> list[str]:
+    """Reasons to reject a proposal from its probe run (empty: accept). ``baseline`` is the probe
+    of the current parameters with the same seed, ``bound`` the RDF bound (:func:`rdf_bound`)."""
     if probe.failure is not None:
         return [f"probe run failed: {probe.failure}"]
     reasons = []
-    allowed = settings.max_rdf_deviation
-    if math.isfinite(baseline.rdf_max_abs_diff):
-        allowed = max(allowed, baseline.rdf_max_abs_diff + settings.rdf_tolerance)
-    if not probe.rdf_max_abs_diff <= allowed:
-        reasons.append(f"RDF max|dg| {probe.rdf_max_abs_diff:.3f} > {allowed:.3f} (max_rdf_deviation "
-                       f"{settings.max_rdf_deviation}; current parameters "
-                       f"{baseline.rdf_max_abs_diff:.3f} + rdf_tolerance {settings.rdf_tolerance})")
+    if not probe.rdf_max_abs_diff <= bound:
+        reasons.append(f"RDF max|dg| {probe.rdf_max_abs_diff:.3f} > {bound:.3f} (max_rdf_deviation "
+                       f"{settings.max_rdf_deviation}, or the first probe's + rdf_tolerance "
+                       f"{settings.rdf_tolerance})")
     increase = probe.generator_loss - baseline.generator_loss
     if math.isfinite(baseline.generator_loss) and not increase <= settings.max_generator_loss_increase:
         reasons.append(f"generator loss rose by {increase:.3f} ({baseline.generator_loss:.3f} -> "

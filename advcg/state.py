@@ -58,6 +58,8 @@ class DynamicsParameters:
         Multiplier of the learning rates, reduced by the divergence guard after a rejected update.
     rejections
         Consecutive updates rejected by the divergence guard up to this state (:mod:`advcg.guard`).
+    rdf_bound
+        The guard's bound on the probe RDF max|Δg| (:func:`advcg.guard.rdf_bound`; 0: not set yet).
     seed
         Base seed of the round's random numbers.
     """
@@ -69,6 +71,7 @@ class DynamicsParameters:
     round: int = 0
     step_scale: float = 1.0
     rejections: int = 0
+    rdf_bound: float = 0.0
     seed: int = 1
 
     def __post_init__(self) -> None:
@@ -76,6 +79,8 @@ class DynamicsParameters:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"dynamics: {name} must be a positive finite number, got {value!r}")
+        if not (math.isfinite(self.rdf_bound) and self.rdf_bound >= 0):
+            raise ValueError(f"dynamics: rdf_bound must be a finite number >= 0, got {self.rdf_bound!r}")
         if self.round < 0 or self.rejections < 0 or self.seed < 1:
             raise ValueError("dynamics: round and rejections must be >= 0 and seed >= 1, got "
                              f"{self.round}, {self.rejections}, {self.seed}")

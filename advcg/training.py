@@ -36,7 +36,7 @@ from advcg.engine import EngineError
 from advcg.estimator import EstimatorSpec, GradientEstimate, estimate_gradient
 from advcg.export import ExportedModel, export_model
 from advcg.guard import (DivergenceError, GuardEvent, GuardSettings, ProbeResult, gradient_problems,
-                         probe_problems, stop_message)
+                         probe_problems, rdf_bound, stop_message)
 from advcg.io import atomic_path, save_npz, write_json
 from advcg.langevin import Recording
 from advcg.observables import (Observables, compare_observables, compute_observables,
@@ -277,6 +277,7 @@ def _guarded_step(state: TrainingState, estimate: GradientEstimate, config: dict
     next_round = dyn.round + 1
     scale, rejections, events = dyn.step_scale, dyn.rejections, []
     baseline = check(state) if np.all(np.isfinite(estimate.gradient)) else ProbeResult()
+    bound = dyn.rdf_bound if dyn.rdf_bound > 0 else rdf_bound(baseline, settings)
     while True:
         event = GuardEvent(attempt=len(events), step_scale=scale,
                            reasons=gradient_problems(estimate.gradient, estimate.names))
@@ -284,10 +285,11 @@ def _guarded_step(state: TrainingState, estimate: GradientEstimate, config: dict
             rates = _learning_rates(state, config) * scale
             vector, optimizer_state = adam_step(state, estimate.gradient, rates)
             vector = project_to_bounds(vector, state.parameter_names())
-            candidate = state.with_parameters(vector, round=next_round, step_scale=scale, rejections=0)
+            candidate = state.with_parameters(vector, round=next_round, step_scale=scale, rejections=0,
+                                              rdf_bound=bound)
             candidate.optimizer = optimizer_state
             event.probe = check(candidate)
-            event.reasons = probe_problems(event.probe, baseline, settings)
+            event.reasons = probe_problems(event.probe, baseline, bound, settings)
         events.append(event)
         logger.log(logging.INFO if event.accepted else logging.WARNING,
                    "guard: round %d, attempt %d, step scale %.3g: %s", dyn.round, event.attempt, scale,

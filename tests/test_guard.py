@@ -16,7 +16,7 @@ import yaml
 
 from advcg import training
 from advcg.cli import main as advcg_main
-from advcg.guard import DivergenceError, GuardSettings, ProbeResult, probe_problems
+from advcg.guard import DivergenceError, GuardSettings, ProbeResult, probe_problems, rdf_bound
 from advcg.state import load_state
 
 from conftest import guard_config
@@ -44,7 +44,9 @@ def test_a_good_step_is_accepted_and_logged(round_files):
     report = json.loads((out / "update.json").read_text())
     assert report["rejections"] == 0 and report["step_scale"] == 1.0
     assert report["guard"][0]["accepted"] and report["guard"][0]["probe"]["rdf_max_abs_diff"] < 0.3
-    assert load_state(out / "next_state").dynamics.round == 1
+    dynamics = load_state(out / "next_state").dynamics
+    assert dynamics.round == 1
+    assert dynamics.rdf_bound == max(0.3, report["guard_baseline"]["rdf_max_abs_diff"] + 0.05)
 
 
 def test_a_wild_step_is_rejected_then_retried_smaller_from_the_last_good_parameters(round_files):
@@ -111,16 +113,19 @@ def test_a_non_finite_gradient_keeps_the_last_good_parameters(round_files, tmp_p
 def test_probe_problems_name_each_bound():
     settings = GuardSettings(max_rdf_deviation=0.1, rdf_tolerance=0.05, max_generator_loss_increase=0.05)
     inside = ProbeResult(rdf_max_abs_diff=0.04, generator_loss=0.68)
-    assert probe_problems(ProbeResult(rdf_max_abs_diff=0.09, generator_loss=0.70), inside, settings) == []
-    reasons = probe_problems(ProbeResult(rdf_max_abs_diff=0.3, generator_loss=0.9), inside, settings)
+    bound = rdf_bound(inside, settings)
+    assert bound == 0.1
+    assert probe_problems(ProbeResult(rdf_max_abs_diff=0.09, generator_loss=0.70), inside, bound, settings) == []
+    reasons = probe_problems(ProbeResult(rdf_max_abs_diff=0.3, generator_loss=0.9), inside, bound, settings)
     assert reasons[0].startswith("RDF max|dg| 0.300 > 0.100 (max_rdf_deviation 0.1")
     assert reasons[1].startswith("generator loss rose by 0.220")
-    # a model already outside the band may not get worse by more than rdf_tolerance
+    # a model that starts outside the band may not move further than rdf_tolerance from its start
     outside = ProbeResult(rdf_max_abs_diff=0.4, generator_loss=0.7)
-    assert probe_problems(ProbeResult(rdf_max_abs_diff=0.44, generator_loss=0.7), outside, settings) == []
-    assert probe_problems(ProbeResult(rdf_max_abs_diff=0.46, generator_loss=0.7), outside, settings)
-    assert probe_problems(ProbeResult(rdf_max_abs_diff=math.nan, generator_loss=0.7), inside, settings)
-    assert probe_problems(ProbeResult(failure="Lost atoms"), inside, settings) == ["probe run failed: Lost atoms"]
+    assert rdf_bound(outside, settings) == pytest.approx(0.45)
+    assert probe_problems(ProbeResult(rdf_max_abs_diff=0.44, generator_loss=0.7), outside, 0.45, settings) == []
+    assert probe_problems(ProbeResult(rdf_max_abs_diff=0.46, generator_loss=0.7), outside, 0.45, settings)
+    assert probe_problems(ProbeResult(rdf_max_abs_diff=math.nan, generator_loss=0.7), inside, bound, settings)
+    assert probe_problems(ProbeResult(failure="Lost atoms"), inside, bound, settings) == ["probe run failed: Lost atoms"]
     with pytest.raises(ValueError, match="training.guard.step_shrink"):
         GuardSettings(step_shrink=1.0)
     with pytest.raises(ValueError, match="training.guard.max_rejections"):

@@ -218,6 +218,12 @@ def test_end_to_end_report_has_plots_and_time_per_stage(pipeline_run: Path) -> N
     for entry in summary["rounds"]:
         assert 0.0 <= entry["discriminator_accuracy"] <= 1.0
         assert entry["effective_sample_size"] >= 1.0 - 1e-9
+        assert entry["step_scale"] > 0 and entry["rejected_proposals"] >= 0
+    # the divergence guard's decisions: one row per proposal of every round
+    assert "<h2>Divergence guard</h2>" in page
+    proposals = sum(len(json.loads((pipeline_run / f"results/rounds/round_{k}/update.json").read_text())["guard"])
+                    for k in range(rounds))
+    assert page.count("<td>yes</td>") + page.count("<td>no</td>") == proposals
 
 
 def test_the_final_deck_runs_in_lammps(pipeline_run: Path, tmp_path: Path,
