@@ -13,7 +13,8 @@ parameters (same seed, same start):
   more than ``max_generator_loss_increase`` (the generator loss must not degrade).
 
 A rejected proposal is retried from the same, last good parameters with the learning rates
-multiplied by ``step_shrink``; the reduced scale is kept for the following rounds. A non-finite
+multiplied by ``step_shrink`` (the potential's only, when the RDF alone was at fault: friction does
+not change the structure); the reduced scales are kept for the following rounds. A non-finite
 gradient cannot be retried with a smaller step: the next state keeps the last good parameters, so
 the next round is redone from them with fresh random numbers. After ``max_rejections``
 consecutive rejections the update stops with :class:`DivergenceError`, naming the round, the
@@ -83,6 +84,7 @@ class GuardEvent:
 
     attempt: int
     step_scale: float
+    friction_step_scale: float = 1.0
     reasons: list[str] = field(default_factory=list)
     probe: ProbeResult | None = None
 
@@ -91,7 +93,8 @@ class GuardEvent:
         return not self.reasons
 
     def to_dict(self) -> dict[str, Any]:
-        return {"attempt": self.attempt, "step_scale": self.step_scale, "reasons": list(self.reasons),
+        return {"attempt": self.attempt, "step_scale": self.step_scale,
+                "friction_step_scale": self.friction_step_scale, "reasons": list(self.reasons),
                 "accepted": self.accepted, "probe": None if self.probe is None else self.probe.to_dict()}
 
 
@@ -114,23 +117,29 @@ def rdf_bound(baseline: ProbeResult, settings: GuardSettings) -> float:
     return settings.max_rdf_deviation
 
 
-def probe_problems(probe: ProbeResult, baseline: ProbeResult, bound: float,
-                   settings: GuardSettings) -> list[str]:
-    """Reasons to reject a proposal from its probe run (empty: accept). ``baseline`` is the probe
-    of the current parameters with the same seed, ``bound`` the RDF bound (:func:`rdf_bound`)."""
+def dynamics_problems(probe: ProbeResult, baseline: ProbeResult, settings: GuardSettings) -> list[str]:
+    """Reasons to reject a proposal that concern the whole model: the probe run failed, or the
+    round's discriminator finds its windows more artificial than ``baseline``'s (the probe of the
+    current parameters, same seed) by more than ``max_generator_loss_increase``."""
     if probe.failure is not None:
         return [f"probe run failed: {probe.failure}"]
-    reasons = []
-    if not probe.rdf_max_abs_diff <= bound:
-        reasons.append(f"RDF max|dg| {probe.rdf_max_abs_diff:.3f} > {bound:.3f} (max_rdf_deviation "
-                       f"{settings.max_rdf_deviation}, or the first probe's + rdf_tolerance "
-                       f"{settings.rdf_tolerance})")
     increase = probe.generator_loss - baseline.generator_loss
     if math.isfinite(baseline.generator_loss) and not increase <= settings.max_generator_loss_increase:
-        reasons.append(f"generator loss rose by {increase:.3f} ({baseline.generator_loss:.3f} -> "
-                       f"{probe.generator_loss:.3f}) > max_generator_loss_increase "
-                       f"{settings.max_generator_loss_increase}")
-    return reasons
+        return [f"generator loss rose by {increase:.3f} ({baseline.generator_loss:.3f} -> "
+                f"{probe.generator_loss:.3f}) > max_generator_loss_increase "
+                f"{settings.max_generator_loss_increase}"]
+    return []
+
+
+def structure_problems(probe: ProbeResult, bound: float, settings: GuardSettings) -> list[str]:
+    """Reasons to reject a proposal for its structure: the probe's RDF max|Δg| above ``bound``
+    (:func:`rdf_bound`). The friction cannot cause them (it leaves the Boltzmann distribution as
+    it is), so only the potential's steps are shrunk for them."""
+    if probe.failure is None and not probe.rdf_max_abs_diff <= bound:
+        return [f"RDF max|dg| {probe.rdf_max_abs_diff:.3f} > {bound:.3f} (max_rdf_deviation "
+                f"{settings.max_rdf_deviation}, or the first probe's + rdf_tolerance "
+                f"{settings.rdf_tolerance})"]
+    return []
 
 
 def stop_message(round_index: int, rejections: int, events: Sequence[GuardEvent], last_good: str,
@@ -138,7 +147,8 @@ def stop_message(round_index: int, rejections: int, events: Sequence[GuardEvent]
     """The :class:`DivergenceError` message: round, this round's rejections, what to do."""
     lines = [f"round {round_index}: {rejections} consecutive updates rejected "
              f"(training.guard.max_rejections = {settings.max_rejections}); training stops."]
-    lines += [f"  attempt {e.attempt} (step scale {e.step_scale:.3g}): {'; '.join(e.reasons)}"
+    lines += [f"  attempt {e.attempt} (step scales {e.step_scale:.3g}, friction {e.friction_step_scale:.3g}): "
+              f"{'; '.join(e.reasons)}"
               for e in events]
     lines.append(f"The last good parameters are in {last_good}. Lower the training.learning_rate* "
                  f"keys, or widen the training.guard bounds, and run again.")

@@ -54,8 +54,9 @@ class DynamicsParameters:
         Bead mass, g/mol.
     round
         Index of the round that produced this state (0: initialisation).
-    step_scale
-        Multiplier of the learning rates, reduced by the divergence guard after a rejected update.
+    step_scale, friction_step_scale
+        Multipliers of the learning rates of the potential and of log γ, reduced by the divergence
+        guard after a rejected update.
     rejections
         Consecutive updates rejected by the divergence guard up to this state (:mod:`advcg.guard`).
     rdf_bound
@@ -70,12 +71,13 @@ class DynamicsParameters:
     mass: float
     round: int = 0
     step_scale: float = 1.0
+    friction_step_scale: float = 1.0
     rejections: int = 0
     rdf_bound: float = 0.0
     seed: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("damp", "temperature", "timestep", "mass", "step_scale"):
+        for name in ("damp", "temperature", "timestep", "mass", "step_scale", "friction_step_scale"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"dynamics: {name} must be a positive finite number, got {value!r}")

@@ -35,8 +35,8 @@ from advcg.discriminator import (Discriminator, FeatureSpec, generator_losses, l
 from advcg.engine import EngineError
 from advcg.estimator import EstimatorSpec, GradientEstimate, estimate_gradient
 from advcg.export import ExportedModel, export_model
-from advcg.guard import (DivergenceError, GuardEvent, GuardSettings, ProbeResult, gradient_problems,
-                         probe_problems, rdf_bound, stop_message)
+from advcg.guard import (DivergenceError, GuardEvent, GuardSettings, ProbeResult, dynamics_problems,
+                         gradient_problems, rdf_bound, stop_message, structure_problems)
 from advcg.io import atomic_path, save_npz, write_json
 from advcg.langevin import Recording
 from advcg.observables import (Observables, compare_observables, compute_observables,
@@ -270,38 +270,51 @@ def _guarded_step(state: TrainingState, estimate: GradientEstimate, config: dict
                   ) -> tuple[TrainingState, ProbeResult, list[GuardEvent]]:
     """Propose Adam steps from ``state``, shrinking the rates after each rejection, until the
     guard accepts one; a non-finite gradient keeps the parameters (the next round redoes this one).
-    Raises :class:`DivergenceError` once ``max_rejections`` consecutive proposals were rejected.
-    Returns the next state, the probe of the current parameters and one event per proposal."""
+    A rejection for the RDF alone shrinks the potential's steps only: the friction does not change
+    the equilibrium structure. Raises :class:`DivergenceError` once ``max_rejections``
+    consecutive proposals were rejected. Returns the next state, the probe of the current
+    parameters and one event per proposal."""
     settings = GuardSettings.from_config(config)
     dyn = state.dynamics
     next_round = dyn.round + 1
-    scale, rejections, events = dyn.step_scale, dyn.rejections, []
+    scale, friction_scale = dyn.step_scale, dyn.friction_step_scale
+    rejections, events = dyn.rejections, []
     baseline = check(state) if np.all(np.isfinite(estimate.gradient)) else ProbeResult()
     bound = dyn.rdf_bound if dyn.rdf_bound > 0 else rdf_bound(baseline, settings)
     while True:
-        event = GuardEvent(attempt=len(events), step_scale=scale,
+        event = GuardEvent(attempt=len(events), step_scale=scale, friction_step_scale=friction_scale,
                            reasons=gradient_problems(estimate.gradient, estimate.names))
+        structural_only = False
         if event.accepted:
-            rates = _learning_rates(state, config) * scale
+            rates = _learning_rates(state, config) * np.append(np.full(state.potential.n_parameters, scale),
+                                                               friction_scale)
             vector, optimizer_state = adam_step(state, estimate.gradient, rates)
             vector = project_to_bounds(vector, state.parameter_names())
-            candidate = state.with_parameters(vector, round=next_round, step_scale=scale, rejections=0,
+            candidate = state.with_parameters(vector, round=next_round, step_scale=scale,
+                                              friction_step_scale=friction_scale, rejections=0,
                                               rdf_bound=bound)
             candidate.optimizer = optimizer_state
             event.probe = check(candidate)
-            event.reasons = probe_problems(event.probe, baseline, bound, settings)
+            dynamic = dynamics_problems(event.probe, baseline, settings)
+            structural = structure_problems(event.probe, bound, settings)
+            event.reasons = dynamic + structural
+            structural_only = not dynamic
         events.append(event)
         logger.log(logging.INFO if event.accepted else logging.WARNING,
-                   "guard: round %d, attempt %d, step scale %.3g: %s", dyn.round, event.attempt, scale,
+                   "guard: round %d, attempt %d, step scales %.3g (potential), %.3g (friction): %s",
+                   dyn.round, event.attempt, scale, friction_scale,
                    "accepted" if event.accepted else "; ".join(event.reasons))
         if event.accepted:
             return candidate, baseline, events
         rejections += 1
         scale *= settings.step_shrink
+        if not structural_only:
+            friction_scale *= settings.step_shrink
         if rejections >= settings.max_rejections:
             raise DivergenceError(stop_message(dyn.round, rejections, events, last_good, settings))
         if not np.all(np.isfinite(estimate.gradient)):   # no smaller step helps: redo the round
-            kept = replace(dyn, round=next_round, step_scale=scale, rejections=rejections)
+            kept = replace(dyn, round=next_round, step_scale=scale, friction_step_scale=friction_scale,
+                           rejections=rejections)
             return TrainingState(state.potential, kept, state.optimizer), baseline, events
 
 
@@ -332,7 +345,9 @@ def update(state_dir: Path, recording_path: Path, cg_features_path: Path, discri
               "estimator_seconds": estimated - started, "generator_loss": estimate.value,
               "generator_loss_se": estimate.value_standard_error, "effective_sample_size": ess,
               "n_windows": len(estimate.per_window), "damp_fs": new_state.dynamics.damp,
-              "step_scale": new_state.dynamics.step_scale, "rejections": new_state.dynamics.rejections,
+              "step_scale": new_state.dynamics.step_scale,
+              "friction_step_scale": new_state.dynamics.friction_step_scale,
+              "rejections": new_state.dynamics.rejections,
               "guard_baseline": baseline.to_dict(),
               "guard": [event.to_dict() for event in events], "step": step.tolist(), **estimate.summary()}
     write_json(report_path, report)

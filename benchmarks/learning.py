@@ -84,6 +84,7 @@ def main() -> None:
             previous = rd / "discriminator.pt"
             row.update({"d_accuracy": d["val_accuracy"], "generator_loss": up.estimate.value,
                         "gradient_snr": up.estimate.global_snr, "step_scale": up.state.dynamics.step_scale,
+                        "friction_step_scale": up.state.dynamics.friction_step_scale,
                         "rejected": sum(not e.accepted for e in up.events), "simulate_s": t1 - t0,
                         "windows_s": t2 - t1, "discriminator_s": t3 - t2, "estimator_s": t4 - t3})
         rows.append(row)

@@ -16,7 +16,8 @@ import yaml
 
 from advcg import training
 from advcg.cli import main as advcg_main
-from advcg.guard import DivergenceError, GuardSettings, ProbeResult, probe_problems, rdf_bound
+from advcg.guard import (DivergenceError, GuardSettings, ProbeResult, dynamics_problems, rdf_bound,
+                         structure_problems)
 from advcg.state import load_state
 
 from conftest import guard_config
@@ -107,7 +108,8 @@ def test_a_non_finite_gradient_keeps_the_last_good_parameters(round_files, tmp_p
     assert result.events[0].reasons[0].startswith("non-finite gradient for ")
     state, start = load_state(out / "next_state"), load_state(round_files["state"])
     np.testing.assert_array_equal(state.parameter_vector(), start.parameter_vector())
-    assert (state.dynamics.round, state.dynamics.rejections, state.dynamics.step_scale) == (1, 1, 0.5)
+    assert (state.dynamics.round, state.dynamics.rejections, state.dynamics.step_scale,
+            state.dynamics.friction_step_scale) == (1, 1, 0.5, 0.5)
 
 
 def test_probe_problems_name_each_bound():
@@ -115,17 +117,18 @@ def test_probe_problems_name_each_bound():
     inside = ProbeResult(rdf_max_abs_diff=0.04, generator_loss=0.68)
     bound = rdf_bound(inside, settings)
     assert bound == 0.1
-    assert probe_problems(ProbeResult(rdf_max_abs_diff=0.09, generator_loss=0.70), inside, bound, settings) == []
-    reasons = probe_problems(ProbeResult(rdf_max_abs_diff=0.3, generator_loss=0.9), inside, bound, settings)
-    assert reasons[0].startswith("RDF max|dg| 0.300 > 0.100 (max_rdf_deviation 0.1")
-    assert reasons[1].startswith("generator loss rose by 0.220")
+    good = ProbeResult(rdf_max_abs_diff=0.09, generator_loss=0.70)
+    assert structure_problems(good, bound, settings) == dynamics_problems(good, inside, settings) == []
+    bad = ProbeResult(rdf_max_abs_diff=0.3, generator_loss=0.9)
+    assert structure_problems(bad, bound, settings)[0].startswith("RDF max|dg| 0.300 > 0.100 (max_rdf_deviation 0.1")
+    assert dynamics_problems(bad, inside, settings)[0].startswith("generator loss rose by 0.220")
     # a model that starts outside the band may not move further than rdf_tolerance from its start
     outside = ProbeResult(rdf_max_abs_diff=0.4, generator_loss=0.7)
     assert rdf_bound(outside, settings) == pytest.approx(0.45)
-    assert probe_problems(ProbeResult(rdf_max_abs_diff=0.44, generator_loss=0.7), outside, 0.45, settings) == []
-    assert probe_problems(ProbeResult(rdf_max_abs_diff=0.46, generator_loss=0.7), outside, 0.45, settings)
-    assert probe_problems(ProbeResult(rdf_max_abs_diff=math.nan, generator_loss=0.7), inside, bound, settings)
-    assert probe_problems(ProbeResult(failure="Lost atoms"), inside, bound, settings) == ["probe run failed: Lost atoms"]
+    assert structure_problems(ProbeResult(rdf_max_abs_diff=0.44), 0.45, settings) == []
+    assert structure_problems(ProbeResult(rdf_max_abs_diff=0.46), 0.45, settings)
+    assert structure_problems(ProbeResult(rdf_max_abs_diff=math.nan), bound, settings)
+    assert dynamics_problems(ProbeResult(failure="Lost atoms"), inside, settings) == ["probe run failed: Lost atoms"]
     with pytest.raises(ValueError, match="training.guard.step_shrink"):
         GuardSettings(step_shrink=1.0)
     with pytest.raises(ValueError, match="training.guard.max_rejections"):
