@@ -13,12 +13,13 @@ parameters (same seed, same start):
   more than ``max_generator_loss_increase`` (the generator loss must not degrade).
 
 A rejected proposal is retried from the same, last good parameters with the learning rates
-multiplied by ``step_shrink`` (the potential's only, when the RDF alone was at fault: friction does
-not change the structure); the reduced scales are kept for the following rounds. A non-finite
+multiplied by ``step_shrink``; the reduced scales are kept for the following rounds. When the RDF
+alone was at fault only the potential's steps shrink (the friction does not change the
+structure), and after ``max_rejections`` such rejections the proposal moves the friction alone. A non-finite
 gradient cannot be retried with a smaller step: the next state keeps the last good parameters, so
 the next round is redone from them with fresh random numbers. After ``max_rejections``
-consecutive rejections the update stops with :class:`DivergenceError`, naming the round, the
-reasons and the last good state. Every attempt is logged and kept in the update report.
+consecutive rejections for a failed run, a rising loss or a non-finite gradient the update stops
+with :class:`DivergenceError`, naming the round, the reasons and the last good state. Every attempt is logged and kept in the update report.
 """
 
 from __future__ import annotations

@@ -199,15 +199,19 @@ def _learning_rates(state: TrainingState, config: dict[str, Any]) -> np.ndarray:
 def adam_step(state: TrainingState, gradient: np.ndarray, rates: np.ndarray) -> tuple[np.ndarray, dict]:
     """One Adam step on ϑ = (θ, log γ) with per-parameter step sizes ``rates``; returns the new
     ϑ and the optimiser state (torch's Adam, resumed from ``state.optimizer``)."""
-    # per-parameter rates: optimise u = ϑ / rate with lr = 1, so each Adam step moves ϑ_p by ~rate_p
-    scale = torch.as_tensor(rates)
-    u = torch.nn.Parameter(torch.as_tensor(state.parameter_vector()) / scale)
+    # per-parameter rates: optimise u = ϑ / rate with lr = 1, so each Adam step moves ϑ_p by ~rate_p;
+    # a zero rate keeps ϑ_p as it is (its Adam moments still see the gradient)
+    rates = np.asarray(rates, dtype=float)
+    frozen = rates == 0
+    scale = torch.as_tensor(np.where(frozen, 1.0, rates))
+    start = state.parameter_vector()
+    u = torch.nn.Parameter(torch.as_tensor(start) / scale)
     optimizer = torch.optim.Adam([u], lr=1.0)
     if state.optimizer is not None:
         optimizer.load_state_dict(state.optimizer)
     u.grad = torch.as_tensor(gradient) * scale
     optimizer.step()
-    return (u.detach() * scale).numpy(), optimizer.state_dict()
+    return np.where(frozen, start, (u.detach() * scale).numpy()), optimizer.state_dict()
 
 
 #: Bounds that LAMMPS imposes on parameters (``sw`` requires λ >= 0); Adam steps are projected.
@@ -270,24 +274,29 @@ def _guarded_step(state: TrainingState, estimate: GradientEstimate, config: dict
                   ) -> tuple[TrainingState, ProbeResult, list[GuardEvent]]:
     """Propose Adam steps from ``state``, shrinking the rates after each rejection, until the
     guard accepts one; a non-finite gradient keeps the parameters (the next round redoes this one).
-    A rejection for the RDF alone shrinks the potential's steps only: the friction does not change
-    the equilibrium structure. Raises :class:`DivergenceError` once ``max_rejections``
-    consecutive proposals were rejected. Returns the next state, the probe of the current
+
+    A rejection for the RDF alone shrinks the potential's steps only (the friction does not change
+    the equilibrium structure), and after ``max_rejections`` of them the proposal moves the
+    friction alone, which cannot change the structure. Rejections for a failed run, a rising
+    generator loss or a non-finite gradient shrink every step, and ``max_rejections`` consecutive
+    ones raise :class:`DivergenceError`. Returns the next state, the probe of the current
     parameters and one event per proposal."""
     settings = GuardSettings.from_config(config)
     dyn = state.dynamics
     next_round = dyn.round + 1
     scale, friction_scale = dyn.step_scale, dyn.friction_step_scale
-    rejections, events = dyn.rejections, []
+    rejections, structural_rejections, events = dyn.rejections, 0, []
     baseline = check(state) if np.all(np.isfinite(estimate.gradient)) else ProbeResult()
     bound = dyn.rdf_bound if dyn.rdf_bound > 0 else rdf_bound(baseline, settings)
     while True:
-        event = GuardEvent(attempt=len(events), step_scale=scale, friction_step_scale=friction_scale,
+        potential_scale = 0.0 if structural_rejections >= settings.max_rejections else scale
+        event = GuardEvent(attempt=len(events), step_scale=potential_scale,
+                           friction_step_scale=friction_scale,
                            reasons=gradient_problems(estimate.gradient, estimate.names))
         structural_only = False
         if event.accepted:
-            rates = _learning_rates(state, config) * np.append(np.full(state.potential.n_parameters, scale),
-                                                               friction_scale)
+            rates = _learning_rates(state, config) * np.append(
+                np.full(state.potential.n_parameters, potential_scale), friction_scale)
             vector, optimizer_state = adam_step(state, estimate.gradient, rates)
             vector = project_to_bounds(vector, state.parameter_names())
             candidate = state.with_parameters(vector, round=next_round, step_scale=scale,
@@ -296,20 +305,22 @@ def _guarded_step(state: TrainingState, estimate: GradientEstimate, config: dict
             candidate.optimizer = optimizer_state
             event.probe = check(candidate)
             dynamic = dynamics_problems(event.probe, baseline, settings)
-            structural = structure_problems(event.probe, bound, settings)
+            structural = structure_problems(event.probe, bound, settings) if potential_scale > 0 else []
             event.reasons = dynamic + structural
             structural_only = not dynamic
         events.append(event)
         logger.log(logging.INFO if event.accepted else logging.WARNING,
                    "guard: round %d, attempt %d, step scales %.3g (potential), %.3g (friction): %s",
-                   dyn.round, event.attempt, scale, friction_scale,
+                   dyn.round, event.attempt, potential_scale, friction_scale,
                    "accepted" if event.accepted else "; ".join(event.reasons))
         if event.accepted:
             return candidate, baseline, events
-        rejections += 1
         scale *= settings.step_shrink
-        if not structural_only:
-            friction_scale *= settings.step_shrink
+        if structural_only:
+            structural_rejections += 1
+            continue
+        rejections += 1
+        friction_scale *= settings.step_shrink
         if rejections >= settings.max_rejections:
             raise DivergenceError(stop_message(dyn.round, rejections, events, last_good, settings))
         if not np.all(np.isfinite(estimate.gradient)):   # no smaller step helps: redo the round

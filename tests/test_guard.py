@@ -133,3 +133,19 @@ def test_probe_problems_name_each_bound():
         GuardSettings(step_shrink=1.0)
     with pytest.raises(ValueError, match="training.guard.max_rejections"):
         GuardSettings(max_rejections=0)
+
+
+def test_rdf_rejections_fall_back_to_a_friction_only_step(round_files):
+    """An RDF bound no potential step can meet: after max_rejections structural rejections the
+    proposal moves log γ alone (friction leaves the structure as it is) and is accepted."""
+    config = guard_config(max_rejections=2, max_rdf_deviation=1e-3, rdf_tolerance=1e-3)
+    result, out = run_update(round_files, config, "friction_only")
+    events = result.events
+    assert [e.accepted for e in events] == [False, False, True]
+    assert all(r.startswith("RDF max|dg|") for e in events[:2] for r in e.reasons)
+    assert events[1].step_scale == 0.5 and events[2].step_scale == 0.0
+    assert all(e.friction_step_scale == 1.0 for e in events)
+    start, state = load_state(round_files["state"]), load_state(out / "next_state")
+    np.testing.assert_array_equal(state.potential.theta.numpy(), start.potential.theta.numpy())
+    assert state.dynamics.damp != start.dynamics.damp
+    assert state.dynamics.step_scale == 0.25 and state.dynamics.friction_step_scale == 1.0
