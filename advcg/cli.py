@@ -123,20 +123,15 @@ def _register_map(sub: argparse._SubParsersAction) -> None:
 
 def _load_observables(path: str, args: argparse.Namespace) -> "Observables":
     """Observables of a CG trajectory .npz, or as saved in an observables JSON file."""
-    import json
     from pathlib import Path
 
+    from advcg.io import read_json
     from advcg.observables import compute_observables, observables_from_json
     from advcg.trajectory import CGTrajectory
 
     file = Path(path)
     if file.suffix.lower() == ".json":
-        if not file.is_file():
-            raise FileNotFoundError(f"observables file {file} does not exist")
-        try:
-            data = json.loads(file.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{file} is not valid JSON: {exc}") from exc
+        data = read_json(file, "observables file")
         try:
             return observables_from_json(data.get("observables", data))
         except (ValueError, AttributeError) as exc:

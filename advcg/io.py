@@ -1,4 +1,4 @@
-"""Atomic file output: every file advcg writes appears whole or not at all."""
+"""Atomic file output (every file advcg writes appears whole or not at all) and checked JSON input."""
 
 from __future__ import annotations
 
@@ -58,3 +58,14 @@ def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
     """Save arrays to a ``.npz`` file atomically."""
     with atomic_path(path) as tmp:
         np.savez(tmp, **arrays)
+
+
+def read_json(path: str | os.PathLike, what: str) -> Any:
+    """The JSON content of ``path``; errors name ``what`` it is and the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{what} {path} is not valid JSON: {exc}") from exc

@@ -13,7 +13,6 @@ The training stages themselves are in :mod:`advcg.training`.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -25,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from advcg.export import export_model
-from advcg.io import write_json, write_text
+from advcg.io import read_json, write_json, write_text
 from advcg.potential import CGPotential
 from advcg.state import DynamicsParameters, TrainingState, load_state, save_state
 from advcg.trajectory import CGTrajectory
@@ -89,12 +88,7 @@ def finalise(state_dir: str | os.PathLike, aa_trajectory: str | os.PathLike,
     state = load_state(state_dir)
     aa = CGTrajectory.load(aa_trajectory)
     evaluation_metrics = Path(evaluation_metrics)
-    if not evaluation_metrics.is_file():
-        raise FileNotFoundError(f"evaluation metrics {evaluation_metrics} do not exist")
-    try:
-        evaluation = json.loads(evaluation_metrics.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{evaluation_metrics} is not valid JSON: {exc}") from exc
+    evaluation = read_json(evaluation_metrics, "evaluation metrics")
     missing = [key for key in FINAL_METRICS if key not in evaluation]
     if missing:
         raise ValueError(f"{evaluation_metrics} lacks the metrics {missing}")

@@ -31,7 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from advcg import units
-from advcg.io import atomic_path, write_json, write_text
+from advcg.io import atomic_path, read_json, write_json, write_text
 from advcg.observables import Observables, load_observables_json
 
 logger = logging.getLogger(__name__)
@@ -40,16 +40,6 @@ logger = logging.getLogger(__name__)
 PLOTTED_MSD_TIMES = ("0.1", "1.0", "10.0", "50.0")
 
 FIGURES = ("observables.png", "metrics.png", "training.png", "timing.png")
-
-
-def _read_json(path: str | os.PathLike, what: str) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} {path} does not exist")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{what} {path} is not valid JSON: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -234,11 +224,11 @@ def write_report(outdir: str | os.PathLike, aa_observables: str | os.PathLike,
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     aa = load_observables_json(aa_observables)
-    evaluations = [_read_json(Path(d) / "metrics.json", "evaluation metrics") for d in evaluation_dirs]
+    evaluations = [read_json(Path(d) / "metrics.json", "evaluation metrics") for d in evaluation_dirs]
     initial = load_observables_json(Path(evaluation_dirs[0]) / "observables.json")
     final = load_observables_json(Path(evaluation_dirs[-1]) / "observables.json")
-    discriminators = [_read_json(p, "discriminator log") for p in discriminator_logs]
-    updates = [_read_json(p, "update report") for p in update_reports]
+    discriminators = [read_json(p, "discriminator log") for p in discriminator_logs]
+    updates = [read_json(p, "update report") for p in update_reports]
     times = [read_benchmark(p) for p in benchmarks]
     totals = _stage_totals(times)
 
