@@ -96,7 +96,8 @@ from advcg.units import AVOGADRO, FS_PER_PS, kT as thermal_energy
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["boltzmann_inversion", "ibi_update", "imc_update", "iterative_boltzmann_inversion",
+__all__ = ["boltzmann_inversion", "ibi_update", "imc_update", "imc_jacobian", "imc_newton_step",
+           "frame_rdfs", "iterative_boltzmann_inversion",
            "initialise", "METHODS",
            "target_rdf", "IBIIteration", "IBIResult", "Initialisation", "DEFAULT_DAMPING_FACTOR",
            "DEFAULT_TOLERANCE", "RDF_RANGE", "DEFAULT_EQUILIBRATION_PS", "RDF_BIN_WIDTH",
@@ -357,8 +358,22 @@ def imc_update(pair: PairSpline, frame_rdfs: np.ndarray, target: RDF, temperatur
     -------
     PairSpline
     """
-    beta = 1.0 / thermal_energy(_check_positive("temperature", temperature))
     alpha = _check_positive("damping_factor", damping_factor)
+    frames = np.asarray(frame_rdfs, dtype=np.float64)
+    jacobian = imc_jacobian(pair, frames, target, temperature, n_beads=n_beads, volume=volume)
+    delta = imc_newton_step(jacobian, frames.mean(axis=0), target, regularisation=regularisation,
+                            r_range=r_range)
+    step = alpha * np.clip(delta, -max_step, max_step)
+    coefficients = pair.coefficients.detach().numpy() + step
+    return PairSpline(r_min=pair.r_min, r_cut=pair.r_cut, spacing=pair.spacing, kappa=pair.kappa,
+                      coefficients=coefficients)
+
+
+def imc_jacobian(pair: PairSpline, frame_rdfs: np.ndarray, target: RDF, temperature: float, *,
+                 n_beads: int, volume: float) -> np.ndarray:
+    """J_ik = ∂⟨g_i⟩/∂c_k, ``(n_bins, K)``, from the RDFs of
+    single frames ``(n_frames, n_bins)`` of a run of ``pair`` (see :func:`imc_update`)."""
+    beta = 1.0 / thermal_energy(_check_positive("temperature", temperature))
     frames = np.asarray(frame_rdfs, dtype=np.float64)
     if frames.ndim != 2 or frames.shape[1] != target.r.size:
         raise ValueError(f"frame_rdfs must be (n_frames, {target.r.size}), got {frames.shape}")
@@ -371,8 +386,14 @@ def imc_update(pair: PairSpline, frame_rdfs: np.ndarray, target: RDF, temperatur
     with torch.no_grad():
         basis = pair.basis(torch.tensor(target.r[inside]))[0].numpy()  # (n_inside, K)
     u = (frames[:, inside] * pairs_per_g[inside]) @ basis  # (n_frames, K): dU/dc per frame
-    mean_g = frames.mean(axis=0)
-    jacobian = -beta * (frames - mean_g).T @ (u - u.mean(axis=0)) / (frames.shape[0] - 1)
+    return -beta * (frames - frames.mean(axis=0)).T @ (u - u.mean(axis=0)) / (frames.shape[0] - 1)
+
+
+def imc_newton_step(jacobian: np.ndarray, mean_g: np.ndarray, target: RDF, *,
+                    regularisation: float = DEFAULT_REGULARISATION,
+                    r_range: tuple[float, float] = RDF_RANGE) -> np.ndarray:
+    """The undamped, unclipped penalised Newton step δ of :func:`imc_update` (kcal/mol per
+    coefficient) that takes the mean RDF ``mean_g`` to ``target`` in linear response."""
     rows = (target.r >= r_range[0]) & (target.r <= r_range[1])
     A, b = jacobian[rows], (target.g - mean_g)[rows]
     k = A.shape[1]
@@ -383,12 +404,16 @@ def imc_update(pair: PairSpline, frame_rdfs: np.ndarray, target: RDF, temperatur
     penalty = math.sqrt(lam) * np.vstack([D, np.eye(k)])
     delta = np.linalg.lstsq(np.vstack([A, penalty]), np.concatenate([b, np.zeros(2 * k - 2)]),
                             rcond=None)[0]
-    step = alpha * np.clip(delta, -max_step, max_step)
     logger.debug("IMC step: max |delta| %.3f kcal/mol, predicted max |dg| %.4f",
                  float(np.abs(delta).max()), float(np.abs(b - A @ delta).max()))
-    coefficients = pair.coefficients.detach().numpy() + step
-    return PairSpline(r_min=pair.r_min, r_cut=pair.r_cut, spacing=pair.spacing, kappa=pair.kappa,
-                      coefficients=coefficients)
+    return delta
+
+
+def frame_rdfs(traj: CGTrajectory, target: RDF) -> np.ndarray:
+    """The RDF of every frame of ``traj`` on ``target``'s bins, ``(n_frames, n_bins)``."""
+    r_max = _rdf_r_max(target)
+    return np.stack([rdf(traj.slice(f, f + 1), r_max=r_max, bin_width=target.bin_width).g
+                     for f in range(traj.n_frames)])
 
 
 @dataclass(frozen=True)
@@ -501,9 +526,7 @@ def _run_iteration(potential: CGPotential, system: CGSystem, target: RDF, direct
         finally:
             engine.close()
     traj = recording_trajectory(recording, timestep, system.mass)
-    r_max = _rdf_r_max(target)
-    frames = np.stack([rdf(traj.slice(f, f + 1), r_max=r_max, bin_width=target.bin_width).g
-                       for f in range(traj.n_frames)])
+    frames = frame_rdfs(traj, target)
     # the box is fixed, so the frame average is the RDF of the whole run
     g = RDF(r=target.r, g=frames.mean(axis=0), bin_width=target.bin_width, n_frames=traj.n_frames)
     steps = plan.equilibration_steps + plan.production_steps

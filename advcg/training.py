@@ -44,6 +44,7 @@ from advcg.observables import (Observables, compare_observables, compute_observa
 from advcg.units import AVOGADRO
 from advcg.simulation import CGSystem, RunPlan, build_engine, recording_trajectory, run_cg
 from advcg.state import TrainingState, load_state, save_state
+from advcg.structure import StructureSettings, recording_frames, structure_correction
 from advcg.trajectory import CGTrajectory
 from advcg.windows import WindowSpec, Windows, slice_windows, windows_from_paths
 
@@ -269,11 +270,12 @@ class UpdateResult:
     events: list[GuardEvent]
 
 
-def _guarded_step(state: TrainingState, estimate: GradientEstimate, config: dict[str, Any],
-                  check: Callable[[TrainingState], ProbeResult], last_good: str
-                  ) -> tuple[TrainingState, ProbeResult, list[GuardEvent]]:
-    """Propose Adam steps from ``state``, shrinking the rates after each rejection, until the
-    guard accepts one; a non-finite gradient keeps the parameters (the next round redoes this one).
+def _guarded_step(state: TrainingState, estimate: GradientEstimate, correction: np.ndarray,
+                  config: dict[str, Any], check: Callable[[TrainingState], ProbeResult],
+                  last_good: str) -> tuple[TrainingState, ProbeResult, list[GuardEvent]]:
+    """Propose Adam steps from ``state`` plus the structure ``correction`` of ϑ
+    (:mod:`advcg.structure`), shrinking the rates after each rejection, until the guard accepts
+    one; a non-finite gradient keeps the parameters (the next round redoes this one).
 
     A rejection for the RDF alone shrinks the potential's steps only (the friction does not change
     the equilibrium structure), and after ``max_rejections`` of them the proposal moves the
@@ -298,6 +300,8 @@ def _guarded_step(state: TrainingState, estimate: GradientEstimate, config: dict
             rates = _learning_rates(state, config) * np.append(
                 np.full(state.potential.n_parameters, potential_scale), friction_scale)
             vector, optimizer_state = adam_step(state, estimate.gradient, rates)
+            if potential_scale > 0:
+                vector = vector + correction
             vector = project_to_bounds(vector, state.parameter_names())
             candidate = state.with_parameters(vector, round=next_round, step_scale=scale,
                                               friction_step_scale=friction_scale, rejections=0,
@@ -345,21 +349,30 @@ def update(state_dir: Path, recording_path: Path, cg_features_path: Path, discri
                       friction_localisation_radius=config["training"]["friction_localisation_radius"]))
     estimated = time.perf_counter()
     aa, reference = CGTrajectory.load(aa_trajectory), load_observables_json(aa_observables)
+    settings = StructureSettings.from_config(config)
+    frames = recording_frames(recording["paths"], recording["box"], recording["window_starts"],
+                              float(recording["timestep"]), settings.frame_interval_fs,
+                              state.dynamics.mass)
+    structure = structure_correction(state.potential, frames, reference.rdf,
+                                     state.dynamics.temperature, settings)
+    corrected = time.perf_counter()
+    correction = np.zeros(state.potential.n_parameters + 1)
+    correction[state.potential.pair_slice] = structure.delta
     seed = state.dynamics.round_seed(PROBE)   # the same random numbers for every probe of the round
     new_state, baseline, events = _guarded_step(
-        state, estimate, config, lambda model_state: probe(model_state, aa, reference, model, config, seed),
+        state, estimate, correction, config, lambda model_state: probe(model_state, aa, reference, model, config, seed),
         last_good=str(state_dir))
     step = new_state.parameter_vector() - state.parameter_vector()
     save_state(out_state_dir, new_state)
     ess = estimate.effective_sample_size(step)
     report = {"round": state.dynamics.round, "seconds": time.perf_counter() - started,
-              "estimator_seconds": estimated - started, "generator_loss": estimate.value,
+              "estimator_seconds": estimated - started, "structure_seconds": corrected - estimated, "generator_loss": estimate.value,
               "generator_loss_se": estimate.value_standard_error, "effective_sample_size": ess,
               "n_windows": len(estimate.per_window), "damp_fs": new_state.dynamics.damp,
               "step_scale": new_state.dynamics.step_scale,
               "friction_step_scale": new_state.dynamics.friction_step_scale,
               "rejections": new_state.dynamics.rejections,
-              "guard_baseline": baseline.to_dict(),
+              "structure_correction": structure.to_dict(), "guard_baseline": baseline.to_dict(),
               "guard": [event.to_dict() for event in events], "step": step.tolist(), **estimate.summary()}
     write_json(report_path, report)
     logger.info("update: generator loss %.4f ± %.4f, gradient SNR %.2f, ESS %.1f of %d, damp %.1f fs",

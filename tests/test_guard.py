@@ -31,8 +31,10 @@ def run_update(files: dict[str, Path], config: dict, name: str, recording: Path 
 
 
 def wild(config: dict, rate: float = 20.0) -> dict:
-    """Learning rates that move every spline coefficient by ~``rate`` kcal/mol in one step."""
+    """Learning rates that move every spline coefficient by ~``rate`` kcal/mol in one step (and no
+    structure correction, whose step the guard does not scale: tests/test_structure.py)."""
     config["training"].update(learning_rate=rate, learning_rate_threebody=rate, learning_rate_lambda=rate)
+    config["training"]["structure_correction"]["damping"] = 0.0
     return config
 
 
