@@ -248,6 +248,8 @@ def write_report(outdir: str | os.PathLike, aa_observables: str | os.PathLike,
                   "n_windows": u.get("n_windows"), "damp_fs_after": u.get("damp_fs"),
                   "update_seconds": u.get("seconds"), "step_scale": u.get("step_scale"),
                   "friction_step_scale": u.get("friction_step_scale"),
+                  "structure_rdf_max_abs_diff": (u.get("structure_correction") or {}).get("rdf_max_abs_diff"),
+                  "structure_max_abs_delta": (u.get("structure_correction") or {}).get("max_abs_delta"),
                   "rejected_proposals": sum(not e["accepted"] for e in u.get("guard", []))}
                  for k, (d, u) in enumerate(zip(discriminators, updates))]
     guard_rows = [[k, e["attempt"], e["step_scale"], "yes" if e["accepted"] else "no",
@@ -265,7 +267,8 @@ def write_report(outdir: str | os.PathLike, aa_observables: str | os.PathLike,
                    s["damp_fs"], *[(s["msd_ratios"] or {}).get(t) for t in msd_header]] for s in per_state]
     round_rows = [[r["round"], r["discriminator_accuracy"], r["generator_loss"], r["generator_loss_se"],
                    r["gradient_snr"], r["effective_sample_size"], r["n_windows"], r["damp_fs_after"],
-                   r["step_scale"], r["friction_step_scale"], r["rejected_proposals"]]
+                   r["step_scale"], r["friction_step_scale"], r["structure_rdf_max_abs_diff"],
+                   r["structure_max_abs_delta"], r["rejected_proposals"]]
                   for r in per_round]
     time_rows = [[name, v["jobs"], v["seconds"]] for name, v in totals.items()]
     config_text = html.escape(json.dumps(config, indent=1)) if config is not None else ""
@@ -284,7 +287,7 @@ reference: RDF max |Δg| over 2–12 Å, ADF total variation distance, MSD and D
 {_table(["state", "RDF max |Δg|", "ADF TVD", "D ratio", "damp (fs)", *[f"MSD ratio {t} ps" for t in msd_header]], state_rows)}
 <img src="metrics.png" alt="metrics per state">
 <h2>Training per round</h2>
-{_table(["round", "D accuracy", "generator loss", "± SE", "gradient SNR", "ESS", "windows", "damp after (fs)", "step scale", "friction step scale", "rejected"], round_rows)}
+{_table(["round", "D accuracy", "generator loss", "± SE", "gradient SNR", "ESS", "windows", "damp after (fs)", "step scale", "friction step scale", "round frames' RDF max |Δg|", "structure correction max |Δc| (kcal/mol)", "rejected"], round_rows)}
 <img src="training.png" alt="training curves">
 <h2>Divergence guard</h2>
 <p>Every proposed update is checked by a probe run before it is accepted (RDF max |Δg| against

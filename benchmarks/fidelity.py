@@ -24,7 +24,9 @@ Usage (the pair-only IBI potential from ``advcg init --pair-only ... --outdir re
 Writes the Markdown table to ``--out`` (default ``benchmarks/results/fidelity.md``), the numbers
 to the ``.json`` beside it, and overlay plots ``<out>_observables.png`` (RDF, ADF, MSD of every
 model against AA) and ``<out>_msd_ratio.png`` (MSD_CG/MSD_AA against time); ``--update-readme``
-puts the table between ``<!-- fidelity:begin -->`` and ``<!-- fidelity:end -->`` in README.md.
+puts the table between ``<!-- fidelity:begin -->`` and ``<!-- fidelity:end -->`` in README.md
+(``--readme-section NAME``: between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->``, e.g. for a
+second AA reference such as TIP4P/2005, titled with ``--case``).
 Every number printed is measured in that run.
 """
 
@@ -71,7 +73,7 @@ MSD_GOAL = (0.95, 1.05)
 MSD_GOAL_TIMES_PS = tuple(t for t in MSD_RATIO_TIMES_PS if 0.2 <= t <= 50.0)
 ADF_CUTOFF = 3.3            # Å, the cutoff of the method's ADF
 FINAL_PARAMETERS_FILE = "parameters.json"   # results/final: the potential (advcg.pipeline.finalise)
-README_BEGIN, README_END = "<!-- fidelity:begin -->", "<!-- fidelity:end -->"
+README_SECTION = "fidelity"   # README markers <!-- fidelity:begin --> ... <!-- fidelity:end -->
 NVE_NAME = "IBI pair-only, NVE"
 FITTED_NAME = "IBI pair-only + Langevin fitted to D"
 MAX_DAMP = 1e6              # fs: beyond this the friction no longer changes D measurably
@@ -324,7 +326,8 @@ def report_markdown(runs: Sequence[Run], fit: FrictionFit | None, reference: Obs
                     started: datetime.datetime, plots: Sequence[Path]) -> str:
     """The whole Markdown block: header, table, notes."""
     d_aa = reference.diffusion
-    out = [f"**Fidelity against AA** — measured {started.strftime('%Y-%m-%d %H:%M %Z').strip()} on "
+    case = f" ({args.case})" if args.case else ""
+    out = [f"**Fidelity against AA{case}** — measured {started.strftime('%Y-%m-%d %H:%M %Z').strip()} on "
            f"{machine_text(settings.accelerator, args.threads)}"
            + (" — **quick smoke run, not the benchmark**" if args.quick else "") + ".",
            "",
@@ -434,13 +437,19 @@ def results_json(runs: Sequence[Run], fit: FrictionFit | None) -> dict[str, Any]
     return out
 
 
-def update_readme(readme: Path, block: str) -> None:
-    """Replace the text between the fidelity markers of ``readme`` with ``block`` (atomically)."""
+def readme_markers(section: str) -> tuple[str, str]:
+    """The README markers that enclose the table of ``section``."""
+    return f"<!-- {section}:begin -->", f"<!-- {section}:end -->"
+
+
+def update_readme(readme: Path, block: str, section: str = README_SECTION) -> None:
+    """Replace the text between the markers of ``section`` in ``readme`` with ``block`` (atomically)."""
     text = readme.read_text()
-    begin, end = text.find(README_BEGIN), text.find(README_END)
+    marker_begin, marker_end = readme_markers(section)
+    begin, end = text.find(marker_begin), text.find(marker_end)
     if begin < 0 or end < begin:
-        raise ValueError(f"{readme} lacks the markers {README_BEGIN} ... {README_END}")
-    write_text(readme, text[:begin + len(README_BEGIN)] + "\n" + block.rstrip("\n") + "\n" + text[end:])
+        raise ValueError(f"{readme} lacks the markers {marker_begin} ... {marker_end}")
+    write_text(readme, text[:begin + len(marker_begin)] + "\n" + block.rstrip("\n") + "\n" + text[end:])
 
 
 # -- command line ---------------------------------------------------------------------------------
@@ -484,7 +493,10 @@ def parse_args(argv: Sequence[str] | None, config: dict[str, Any]) -> argparse.N
     parser.add_argument("--workdir", type=Path, default=None, help="exported models (default: temporary)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fidelity.md")
     parser.add_argument("--update-readme", action="store_true",
-                        help=f"put the table between {README_BEGIN} and {README_END} in --readme")
+                        help="put the table between the --readme-section markers of --readme")
+    parser.add_argument("--readme-section", default=README_SECTION,
+                        help="README markers <!-- NAME:begin --> ... <!-- NAME:end --> (default %(default)s)")
+    parser.add_argument("--case", default="", help="name of the AA reference in the table's title")
     parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 10 ps runs, 2 ps equilibration, 3 fit runs of 10 ps (2-5 ps slope)")
@@ -556,7 +568,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"wrote {args.out}, {args.out.with_suffix('.json').name} and "
           f"{', '.join(p.name for p in plots)}")
     if args.update_readme:
-        update_readme(args.readme, block)
+        update_readme(args.readme, block, args.readme_section)
         print(f"updated {args.readme}")
     return 0
 

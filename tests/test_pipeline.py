@@ -219,6 +219,7 @@ def test_end_to_end_report_has_plots_and_time_per_stage(pipeline_run: Path) -> N
         assert 0.0 <= entry["discriminator_accuracy"] <= 1.0
         assert entry["effective_sample_size"] >= 1.0 - 1e-9
         assert entry["step_scale"] > 0 and entry["rejected_proposals"] >= 0
+        assert entry["structure_rdf_max_abs_diff"] > 0 and entry["structure_max_abs_delta"] > 0
     # the divergence guard's decisions: one row per proposal of every round
     assert "<h2>Divergence guard</h2>" in page
     proposals = sum(len(json.loads((pipeline_run / f"results/rounds/round_{k}/update.json").read_text())["guard"])
