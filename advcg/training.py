@@ -197,9 +197,25 @@ def _learning_rates(state: TrainingState, config: dict[str, Any]) -> np.ndarray:
     return rates
 
 
-def adam_step(state: TrainingState, gradient: np.ndarray, rates: np.ndarray) -> tuple[np.ndarray, dict]:
-    """One Adam step on ϑ = (θ, log γ) with per-parameter step sizes ``rates``; returns the new
-    ϑ and the optimiser state (torch's Adam, resumed from ``state.optimizer``)."""
+def significant_gradient(gradient: np.ndarray, standard_error: np.ndarray, threshold: float) -> np.ndarray:
+    """The gradient soft-thresholded at ``threshold`` standard errors: each component shrunk
+    towards 0 by ``threshold`` × its standard error, and 0 where it is within that or where its
+    standard error is not finite; ``threshold`` 0 returns the gradient as it is. Adam's first step
+    is ±rate whatever the gradient's size, so without this a component that is pure noise moves
+    as far as one that is not."""
+    gradient, standard_error = np.asarray(gradient, float), np.asarray(standard_error, float)
+    if threshold == 0:
+        return gradient
+    with np.errstate(invalid="ignore"):
+        shrunk = np.sign(gradient) * np.maximum(np.abs(gradient) - threshold * standard_error, 0.0)
+    return np.where(np.isfinite(standard_error), shrunk, 0.0)
+
+
+def adam_step(state: TrainingState, gradient: np.ndarray, rates: np.ndarray,
+              momentum: float = 0.0) -> tuple[np.ndarray, dict]:
+    """One Adam step on ϑ = (θ, log γ) with per-parameter step sizes ``rates`` and first-moment
+    decay ``momentum`` (β1); returns the new ϑ and the optimiser state (torch's Adam, resumed
+    from ``state.optimizer``)."""
     # per-parameter rates: optimise u = ϑ / rate with lr = 1, so each Adam step moves ϑ_p by ~rate_p;
     # a zero rate keeps ϑ_p as it is (its Adam moments still see the gradient)
     rates = np.asarray(rates, dtype=float)
@@ -210,6 +226,8 @@ def adam_step(state: TrainingState, gradient: np.ndarray, rates: np.ndarray) -> 
     optimizer = torch.optim.Adam([u], lr=1.0)
     if state.optimizer is not None:
         optimizer.load_state_dict(state.optimizer)
+    for group in optimizer.param_groups:   # the configured β1, not the one saved with the state
+        group["betas"] = (momentum, group["betas"][1])
     u.grad = torch.as_tensor(gradient) * scale
     optimizer.step()
     return np.where(frozen, start, (u.detach() * scale).numpy()), optimizer.state_dict()
@@ -270,10 +288,12 @@ class UpdateResult:
     events: list[GuardEvent]
 
 
-def _guarded_step(state: TrainingState, estimate: GradientEstimate, correction: np.ndarray,
-                  config: dict[str, Any], check: Callable[[TrainingState], ProbeResult],
+def _guarded_step(state: TrainingState, estimate: GradientEstimate, gradient: np.ndarray,
+                  correction: np.ndarray, config: dict[str, Any],
+                  check: Callable[[TrainingState], ProbeResult],
                   last_good: str) -> tuple[TrainingState, ProbeResult, list[GuardEvent]]:
-    """Propose Adam steps from ``state`` plus the structure ``correction`` of ϑ
+    """Propose Adam steps along ``gradient`` (the significant part of ``estimate``'s) from
+    ``state`` plus the structure ``correction`` of ϑ
     (:mod:`advcg.structure`), shrinking the rates after each rejection, until the guard accepts
     one; a non-finite gradient keeps the parameters (the next round redoes this one).
 
@@ -299,7 +319,7 @@ def _guarded_step(state: TrainingState, estimate: GradientEstimate, correction: 
         if event.accepted:
             rates = _learning_rates(state, config) * np.append(
                 np.full(state.potential.n_parameters, potential_scale), friction_scale)
-            vector, optimizer_state = adam_step(state, estimate.gradient, rates)
+            vector, optimizer_state = adam_step(state, gradient, rates, config["training"]["momentum"])
             if potential_scale > 0:
                 vector = vector + correction
             vector = project_to_bounds(vector, state.parameter_names())
@@ -359,8 +379,10 @@ def update(state_dir: Path, recording_path: Path, cg_features_path: Path, discri
     correction = np.zeros(state.potential.n_parameters + 1)
     correction[state.potential.pair_slice] = structure.delta
     seed = state.dynamics.round_seed(PROBE)   # the same random numbers for every probe of the round
+    gradient = significant_gradient(estimate.gradient, estimate.standard_error,
+                                    config["training"]["gradient_noise_threshold"])
     new_state, baseline, events = _guarded_step(
-        state, estimate, correction, config, lambda model_state: probe(model_state, aa, reference, model, config, seed),
+        state, estimate, gradient, correction, config, lambda model_state: probe(model_state, aa, reference, model, config, seed),
         last_good=str(state_dir))
     step = new_state.parameter_vector() - state.parameter_vector()
     save_state(out_state_dir, new_state)
@@ -373,7 +395,8 @@ def update(state_dir: Path, recording_path: Path, cg_features_path: Path, discri
               "friction_step_scale": new_state.dynamics.friction_step_scale,
               "rejections": new_state.dynamics.rejections,
               "structure_correction": structure.to_dict(), "guard_baseline": baseline.to_dict(),
-              "guard": [event.to_dict() for event in events], "step": step.tolist(), **estimate.summary()}
+              "guard": [event.to_dict() for event in events], "step": step.tolist(),
+              "step_gradient": gradient.tolist(), **estimate.summary()}
     write_json(report_path, report)
     logger.info("update: generator loss %.4f ± %.4f, gradient SNR %.2f, ESS %.1f of %d, damp %.1f fs",
                 estimate.value, estimate.value_standard_error, estimate.global_snr, ess,

@@ -31,9 +31,10 @@ def run_update(files: dict[str, Path], config: dict, name: str, recording: Path 
 
 
 def wild(config: dict, rate: float = 20.0) -> dict:
-    """Learning rates that move every spline coefficient by ~``rate`` kcal/mol in one step (and no
-    structure correction, whose step the guard does not scale: tests/test_structure.py)."""
-    config["training"].update(learning_rate=rate, learning_rate_threebody=rate, learning_rate_lambda=rate)
+    """Learning rates that move every spline coefficient by ~``rate`` kcal/mol in one step: the raw
+    gradient, no structure correction (whose step the guard does not scale: tests/test_structure.py)."""
+    config["training"].update(learning_rate=rate, learning_rate_threebody=rate, learning_rate_lambda=rate,
+                              gradient_noise_threshold=0.0)
     config["training"]["structure_correction"]["damping"] = 0.0
     return config
 
@@ -141,6 +142,7 @@ def test_rdf_rejections_fall_back_to_a_friction_only_step(round_files):
     """An RDF bound no potential step can meet: after max_rejections structural rejections the
     proposal moves log γ alone (friction leaves the structure as it is) and is accepted."""
     config = guard_config(max_rejections=2, max_rdf_deviation=1e-3, rdf_tolerance=1e-3)
+    config["training"]["gradient_noise_threshold"] = 0.0     # every coefficient moves
     result, out = run_update(round_files, config, "friction_only")
     events = result.events
     assert [e.accepted for e in events] == [False, False, True]
