@@ -388,7 +388,8 @@ def update(state_dir: Path, recording_path: Path, cg_features_path: Path, discri
     save_state(out_state_dir, new_state)
     ess = estimate.effective_sample_size(step)
     report = {"round": state.dynamics.round, "seconds": time.perf_counter() - started,
-              "estimator_seconds": estimated - started, "structure_seconds": corrected - estimated, "generator_loss": estimate.value,
+              "estimator_seconds": estimated - started, "structure_seconds": corrected - estimated,
+              "generator_loss": estimate.value,
               "generator_loss_se": estimate.value_standard_error, "effective_sample_size": ess,
               "n_windows": len(estimate.per_window), "damp_fs": new_state.dynamics.damp,
               "step_scale": new_state.dynamics.step_scale,

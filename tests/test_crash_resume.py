@@ -21,7 +21,7 @@ import yaml
 from conftest import guard_config
 
 #: Keys of JSON outputs that are wall-clock times, not results.
-TIMING_KEYS = {"seconds", "estimator_seconds"}
+TIMING_KEYS = {"seconds", "estimator_seconds", "structure_seconds"}
 
 
 def stage_command(stage: str, files: dict[str, Path], config: Path, out: Path) -> tuple[list[str], list[Path]]:
