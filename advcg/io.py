@@ -69,3 +69,15 @@ def read_json(path: str | os.PathLike, what: str) -> Any:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{what} {path} is not valid JSON: {exc}") from exc
+
+
+def replace_marked_section(path: str | os.PathLike, section: str, block: str) -> None:
+    """Replace the text between ``<!-- section:begin -->`` and ``<!-- section:end -->`` in the
+    text file ``path`` with ``block`` (atomically); the markers stay."""
+    path = Path(path)
+    begin_marker, end_marker = f"<!-- {section}:begin -->", f"<!-- {section}:end -->"
+    text = path.read_text()
+    begin, end = text.find(begin_marker), text.find(end_marker)
+    if begin < 0 or end < begin:
+        raise ValueError(f"{path} lacks the markers {begin_marker} ... {end_marker}")
+    write_text(path, text[:begin + len(begin_marker)] + "\n" + block.strip("\n") + "\n" + text[end:])

@@ -53,7 +53,7 @@ import numpy as np
 from advcg import units
 from advcg.config import load_config
 from advcg.engine import Accelerator, choose_accelerator, lammps_module
-from advcg.io import atomic_path, write_json, write_text
+from advcg.io import atomic_path, replace_marked_section, write_json, write_text
 from advcg.observables import (MSD_RATIO_TIMES_PS, Observables, compare_observables,
                                compute_observables, diffusion_coefficient, load_observables_json, msd)
 from advcg.potential import CGPotential
@@ -437,22 +437,6 @@ def results_json(runs: Sequence[Run], fit: FrictionFit | None) -> dict[str, Any]
     return out
 
 
-def readme_markers(section: str) -> tuple[str, str]:
-    """The README markers that enclose the table of ``section``."""
-    return f"<!-- {section}:begin -->", f"<!-- {section}:end -->"
-
-
-def update_readme(readme: Path, block: str, section: str = README_SECTION) -> None:
-    """Replace the text between the markers of ``section`` in ``readme`` with ``block`` (atomically)."""
-    text = readme.read_text()
-    marker_begin, marker_end = readme_markers(section)
-    begin, end = text.find(marker_begin), text.find(marker_end)
-    if begin < 0 or end < begin:
-        raise ValueError(f"{readme} lacks the markers {marker_begin} ... {marker_end}")
-    write_text(readme, text[:begin + len(marker_begin)] + "\n" + block.rstrip("\n") + "\n" + text[end:])
-
-
-# -- command line ---------------------------------------------------------------------------------
 def _model_argument(text: str) -> tuple[str, Path]:
     name, sep, directory = text.partition("=")
     if not sep or not name or not directory:
@@ -568,7 +552,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"wrote {args.out}, {args.out.with_suffix('.json').name} and "
           f"{', '.join(p.name for p in plots)}")
     if args.update_readme:
-        update_readme(args.readme, block, args.readme_section)
+        replace_marked_section(args.readme, args.readme_section, block)
         print(f"updated {args.readme}")
     return 0
 

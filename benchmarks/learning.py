@@ -9,14 +9,19 @@ windows / discriminator / estimator / evaluate.
     python benchmarks/learning.py --aa results/aa/beads.npz --init results/init/potential.json \
         --workdir results/learning --rounds 6
 
-Every number it prints is measured in that run.
+Every number it prints is measured in that run. At the end (or alone, with ``--render-only``) the
+rows in ``<workdir>/learning.json`` are written as a Markdown table to ``<workdir>/learning.md``;
+``--update-readme`` also puts it between ``<!-- learning:begin -->`` and ``<!-- learning:end -->``
+in README.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import logging
+import platform
 import time
 from pathlib import Path
 
@@ -24,6 +29,7 @@ import torch
 
 from advcg import training
 from advcg.config import load_config
+from advcg.io import replace_marked_section, write_text
 from advcg.observables import compute_observables, save_observables_json
 from advcg.potential import CGPotential
 from advcg.state import DynamicsParameters, TrainingState, save_state
@@ -39,7 +45,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--friction-factor", type=float, default=10.0)
     parser.add_argument("--damp", type=float, default=100.0, help="damping time before the factor, fs")
+    parser.add_argument("--render-only", action="store_true",
+                        help="only write the table of an existing <workdir>/learning.json")
+    parser.add_argument("--update-readme", action="store_true",
+                        help="put the table between the learning markers of README.md")
     args = parser.parse_args()
+    if args.render_only:
+        render(args.workdir, args.update_readme)
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     config = load_config(args.config)
     torch.set_num_threads(config["threads"])
@@ -90,6 +103,37 @@ def main() -> None:
         rows.append(row)
         (work / "learning.json").write_text(json.dumps(rows, indent=2))
         print(_format(row), flush=True)
+    render(work, args.update_readme)
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+COLUMNS = [("round", "round", "d"), ("damp (fs)", "damp_fs", ".1f"), ("D_CG/D_AA", "D_ratio", ".3f"),
+           ("MSD ratio 1 ps", "msd_ratio_1ps", ".3f"), ("ADF TVD", "adf_tvd", ".3f"),
+           ("RDF max\\|Δg\\|", "rdf_max_dg", ".3f"), ("D accuracy", "d_accuracy", ".3f"),
+           ("generator loss", "generator_loss", ".3f"), ("gradient SNR", "gradient_snr", ".2f"),
+           ("rejected", "rejected", "d"), ("simulate s", "simulate_s", ".0f"), ("windows s", "windows_s", ".1f"),
+           ("D s", "discriminator_s", ".1f"), ("update s (estimator, structure, guard)", "estimator_s", ".0f"),
+           ("evaluate s", "evaluate_s", ".0f")]
+
+
+def render(work: Path, update_readme: bool) -> None:
+    """Write ``work/learning.json`` as a Markdown table (``work/learning.md``; README with ``update_readme``)."""
+    rows = json.loads((work / "learning.json").read_text())
+    stamp = datetime.datetime.fromtimestamp((work / "learning.json").stat().st_mtime, datetime.timezone.utc)
+
+    def cell(row: dict, key: str, fmt: str) -> str:
+        return "–" if row.get(key) is None else format(row[key], fmt)
+
+    lines = [f"Rounds of `benchmarks/learning.py` in `{work}`, finished {stamp:%Y-%m-%d %H:%M} UTC on "
+             f"{platform.node()} ({platform.processor() or platform.machine()}); every number measured in that run.",
+             "", "| " + " | ".join(name for name, _, _ in COLUMNS) + " |",
+             "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cell(row, key, fmt) for _, key, fmt in COLUMNS) + " |" for row in rows]
+    block = "\n".join(lines) + "\n"
+    write_text(work / "learning.md", block)
+    print(block)
+    if update_readme:
+        replace_marked_section(README, "learning", block)
 
 
 def _format(row: dict) -> str:

@@ -49,7 +49,6 @@ import logging
 import math
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -66,7 +65,7 @@ from advcg import io
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
-MARKER_BEGIN, MARKER_END = "<!-- speed:begin -->", "<!-- speed:end -->"
+README_SECTION = "speed"       # README markers <!-- speed:begin --> ... <!-- speed:end -->
 
 GOAL_CG_OVER_AA = 50.0        # CG ns/day / AA ns/day >=
 GOAL_OVERHEAD = 0.05          # Python-driven extra time per step <=
@@ -763,15 +762,6 @@ def table_scaling(rows: list[dict[str, Any]], settings: Settings) -> list[str]:
     return lines
 
 
-def update_readme(markdown: str, readme: Path = README) -> None:
-    """Replace the text between the speed markers of ``readme`` with ``markdown`` (atomically)."""
-    text = readme.read_text()
-    pattern = re.compile(re.escape(MARKER_BEGIN) + r".*?" + re.escape(MARKER_END), re.S)
-    if not pattern.search(text):
-        raise RuntimeError(f"{readme} lacks the markers {MARKER_BEGIN} ... {MARKER_END}")
-    io.write_text(readme, pattern.sub(lambda _: f"{MARKER_BEGIN}\n{markdown.strip()}\n{MARKER_END}", text, count=1))
-
-
 # == main ============================================================================================
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -841,8 +831,8 @@ def main(argv: list[str] | None = None) -> int:
     io.write_text(args.out, markdown)
     print(f"written to {args.out} ({time.perf_counter() - started:.0f} s in all)")
     if args.update_readme:
-        update_readme(markdown)
-        print(f"README.md updated between {MARKER_BEGIN} and {MARKER_END}")
+        io.replace_marked_section(README, README_SECTION, markdown)
+        print(f"README.md updated between its {README_SECTION} markers")
     return 0
 
 
