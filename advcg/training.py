@@ -7,8 +7,9 @@ stage               in → out
 ``cg_features``     CG recording → per-bead window features of the CG windows
 ``aa_features``     AA trajectory → per-bead window features of the AA windows (once)
 ``discriminate``    AA + CG features, discriminator k−1 → discriminator k, training log
-``update``          state k, recording, CG features, discriminator k, AA → state k+1 (checked
-                    by the divergence guard's probe run), gradient report
+``update``          state k, recording, CG features, discriminator k, AA → state k+1 (Adam
+                    step on the significant gradient + structure correction, checked by the
+                    divergence guard's probe run), gradient report
 ``evaluate``        state, AA observables → CG observables and metrics against AA
 ==================  ====================================================================
 
@@ -369,6 +370,7 @@ def update(state_dir: Path, recording_path: Path, cg_features_path: Path, discri
                       friction_localisation_radius=config["training"]["friction_localisation_radius"]))
     estimated = time.perf_counter()
     aa, reference = CGTrajectory.load(aa_trajectory), load_observables_json(aa_observables)
+    loaded = time.perf_counter()
     settings = StructureSettings.from_config(config)
     frames = recording_frames(recording["paths"], recording["box"], recording["window_starts"],
                               float(recording["timestep"]), settings.frame_interval_fs,
@@ -382,13 +384,13 @@ def update(state_dir: Path, recording_path: Path, cg_features_path: Path, discri
     gradient = significant_gradient(estimate.gradient, estimate.standard_error,
                                     config["training"]["gradient_noise_threshold"])
     new_state, baseline, events = _guarded_step(
-        state, estimate, gradient, correction, config, lambda model_state: probe(model_state, aa, reference, model, config, seed),
-        last_good=str(state_dir))
+        state, estimate, gradient, correction, config,
+        lambda model_state: probe(model_state, aa, reference, model, config, seed), last_good=str(state_dir))
     step = new_state.parameter_vector() - state.parameter_vector()
     save_state(out_state_dir, new_state)
     ess = estimate.effective_sample_size(step)
     report = {"round": state.dynamics.round, "seconds": time.perf_counter() - started,
-              "estimator_seconds": estimated - started, "structure_seconds": corrected - estimated,
+              "estimator_seconds": estimated - started, "structure_seconds": corrected - loaded,
               "generator_loss": estimate.value,
               "generator_loss_se": estimate.value_standard_error, "effective_sample_size": ess,
               "n_windows": len(estimate.per_window), "damp_fs": new_state.dynamics.damp,
