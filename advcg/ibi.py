@@ -96,7 +96,7 @@ from advcg.units import AVOGADRO, FS_PER_PS, kT as thermal_energy
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["boltzmann_inversion", "ibi_update", "imc_update", "imc_jacobian", "imc_newton_step",
+__all__ = ["boltzmann_inversion", "ibi_update", "imc_update", "imc_jacobian", "imc_newton_step", "IMC_MIN_FRAMES",
            "frame_rdfs", "iterative_boltzmann_inversion",
            "initialise", "METHODS",
            "target_rdf", "IBIIteration", "IBIResult", "Initialisation", "DEFAULT_DAMPING_FACTOR",
@@ -137,6 +137,8 @@ DEFAULT_UPDATE_SMOOTHING = 1e-2
 DEFAULT_REGULARISATION = 1e-2
 #: IMC: largest change of one coefficient per step, kcal/mol.
 DEFAULT_MAX_STEP = 0.3
+#: IMC: fewest frames the fluctuation formula is estimated from.
+IMC_MIN_FRAMES = 10
 #: Update rules of :func:`iterative_boltzmann_inversion`.
 METHODS = ("ibi", "imc")
 
@@ -361,9 +363,8 @@ def imc_update(pair: PairSpline, frame_rdfs: np.ndarray, target: RDF, temperatur
     alpha = _check_positive("damping_factor", damping_factor)
     frames = np.asarray(frame_rdfs, dtype=np.float64)
     jacobian = imc_jacobian(pair, frames, target, temperature, n_beads=n_beads, volume=volume)
-    delta = imc_newton_step(jacobian, frames.mean(axis=0), target, regularisation=regularisation,
-                            r_range=r_range)
-    step = alpha * np.clip(delta, -max_step, max_step)
+    step = alpha * imc_newton_step(jacobian, frames.mean(axis=0), target, regularisation=regularisation,
+                                   max_step=max_step, r_range=r_range)
     coefficients = pair.coefficients.detach().numpy() + step
     return PairSpline(r_min=pair.r_min, r_cut=pair.r_cut, spacing=pair.spacing, kappa=pair.kappa,
                       coefficients=coefficients)
@@ -377,8 +378,8 @@ def imc_jacobian(pair: PairSpline, frame_rdfs: np.ndarray, target: RDF, temperat
     frames = np.asarray(frame_rdfs, dtype=np.float64)
     if frames.ndim != 2 or frames.shape[1] != target.r.size:
         raise ValueError(f"frame_rdfs must be (n_frames, {target.r.size}), got {frames.shape}")
-    if frames.shape[0] < 10:
-        raise ValueError(f"an IMC step needs at least 10 frames, got {frames.shape[0]}")
+    if frames.shape[0] < IMC_MIN_FRAMES:
+        raise ValueError(f"an IMC step needs at least {IMC_MIN_FRAMES} frames, got {frames.shape[0]}")
     edges = target.r[0] - 0.5 * target.bin_width + np.arange(target.r.size + 1) * target.bin_width
     shell = 4.0 / 3.0 * np.pi * (edges[1:] ** 3 - edges[:-1] ** 3)
     pairs_per_g = n_beads * (n_beads - 1) / (2.0 * volume) * shell  # pair counts = g * this
@@ -390,10 +391,10 @@ def imc_jacobian(pair: PairSpline, frame_rdfs: np.ndarray, target: RDF, temperat
 
 
 def imc_newton_step(jacobian: np.ndarray, mean_g: np.ndarray, target: RDF, *,
-                    regularisation: float = DEFAULT_REGULARISATION,
+                    regularisation: float = DEFAULT_REGULARISATION, max_step: float = DEFAULT_MAX_STEP,
                     r_range: tuple[float, float] = RDF_RANGE) -> np.ndarray:
-    """The undamped, unclipped penalised Newton step δ of :func:`imc_update` (kcal/mol per
-    coefficient) that takes the mean RDF ``mean_g`` to ``target`` in linear response."""
+    """The undamped penalised Newton step δ of :func:`imc_update` (kcal/mol per coefficient, each
+    clipped at ``max_step``) that takes the mean RDF ``mean_g`` to ``target`` in linear response."""
     rows = (target.r >= r_range[0]) & (target.r <= r_range[1])
     A, b = jacobian[rows], (target.g - mean_g)[rows]
     k = A.shape[1]
@@ -406,7 +407,7 @@ def imc_newton_step(jacobian: np.ndarray, mean_g: np.ndarray, target: RDF, *,
                             rcond=None)[0]
     logger.debug("IMC step: max |delta| %.3f kcal/mol, predicted max |dg| %.4f",
                  float(np.abs(delta).max()), float(np.abs(b - A @ delta).max()))
-    return delta
+    return np.clip(delta, -max_step, max_step)
 
 
 def frame_rdfs(traj: CGTrajectory, target: RDF) -> np.ndarray:

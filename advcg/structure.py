@@ -28,13 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from advcg.ibi import DEFAULT_MAX_STEP, frame_rdfs, imc_jacobian, imc_newton_step
+from advcg.ibi import IMC_MIN_FRAMES as MIN_FRAMES, frame_rdfs, imc_jacobian, imc_newton_step
 from advcg.observables import RDF, rdf_max_abs_diff
 from advcg.potential import CGPotential
 from advcg.trajectory import CGTrajectory
-
-#: Fewest frames an IMC step is estimated from.
-MIN_FRAMES = 10
 
 __all__ = ["MIN_FRAMES", "StructureSettings", "StructureCorrection", "recording_frames", "structure_correction"]
 
@@ -105,7 +102,6 @@ def structure_correction(potential: CGPotential, frames: CGTrajectory, target: R
         return StructureCorrection(np.zeros(potential.pair.coefficients.numel()), frames.n_frames, now, now)
     jacobian = imc_jacobian(potential.pair, per_frame, target, temperature, n_beads=frames.n_beads,
                             volume=float(np.prod(frames.box[0])))
-    step = imc_newton_step(jacobian, mean, target)
-    delta = settings.damping * np.clip(step, -DEFAULT_MAX_STEP, DEFAULT_MAX_STEP)
+    delta = settings.damping * imc_newton_step(jacobian, mean, target)
     predicted = rdf_max_abs_diff(mean + jacobian @ delta, target.g, target.r)
     return StructureCorrection(delta, frames.n_frames, now, predicted)
