@@ -75,15 +75,18 @@ class StructureCorrection:
 def recording_frames(paths: np.ndarray, box: np.ndarray, window_starts: np.ndarray,
                      timestep: float, frame_interval_fs: float, mass: float) -> CGTrajectory:
     """Frames every ``frame_interval_fs`` (rounded to whole steps) of every recorded window path
-    ``(n_windows, n_steps + 1, n_beads, 3)`` as one trajectory (times from the window starts)."""
+    ``(n_windows, n_steps + 1, n_beads, 3)`` as one trajectory (times from the window starts).
+
+    Windows that touch (spacing = window length) share their boundary frame; it is taken once,
+    from the earlier window."""
     paths = np.asarray(paths)
     every = max(1, int(round(frame_interval_fs / timestep)))
     offsets = np.arange(0, paths.shape[1], every)
     positions = paths[:, offsets].reshape(-1, *paths.shape[2:])
     times = (np.asarray(window_starts)[:, None] + offsets[None, :]).reshape(-1) * timestep
-    order = np.argsort(times, kind="stable")
-    return CGTrajectory(positions=positions[order], box=np.broadcast_to(box, (len(times), 3)),
-                        times=times[order].astype(float), mass=mass)
+    times, first = np.unique(times, return_index=True)   # sorted; first occurrence of each time
+    return CGTrajectory(positions=positions[first], box=np.broadcast_to(box, (len(times), 3)),
+                        times=times.astype(float), mass=mass)
 
 
 def structure_correction(potential: CGPotential, frames: CGTrajectory, target: RDF,

@@ -45,6 +45,15 @@ def test_recording_frames_takes_every_interval_of_every_window_in_time_order():
     np.testing.assert_array_equal(frames.positions[4], paths[1, 5])
 
 
+def test_recording_frames_take_the_shared_frame_of_touching_windows_once():
+    """Window spacing = window length (allowed): the end of one window is the next one's start."""
+    paths = np.arange(3 * 11 * 2 * 3, dtype=float).reshape(3, 11, 2, 3)
+    frames = recording_frames(paths, np.full(3, 10.0), np.array([0, 10, 20]), 2.0, 10.0, WATER_MASS)
+    np.testing.assert_array_equal(frames.times, [0, 10, 20, 30, 40, 50, 60])
+    np.testing.assert_array_equal(frames.positions[2], paths[0, 10])
+    np.testing.assert_array_equal(frames.positions[3], paths[1, 5])
+
+
 def test_settings_and_frame_count_are_checked(tmp_path):
     with pytest.raises(ValueError, match="structure_correction.damping"):
         StructureSettings(damping=1.5)
