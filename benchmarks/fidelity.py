@@ -38,7 +38,6 @@ import json
 import logging
 import math
 import os
-import platform
 import re
 import shlex
 import sys
@@ -60,6 +59,7 @@ from advcg.potential import CGPotential
 from advcg.simulation import NVERecording, RunPlan, recording_trajectory
 from advcg.state import DYNAMICS_FILE, POTENTIAL_FILE, DynamicsParameters, TrainingState, load_state
 from advcg.trajectory import CGTrajectory
+from machine import machine_summary
 # private helpers of advcg.training (the evaluate stage's export-and-run); see the report
 from advcg.training import EVALUATE, ps_to_steps, run_state
 
@@ -308,17 +308,8 @@ def _shown(path: Path) -> str:
 
 def machine_text(accelerator: Accelerator, threads: int) -> str:
     """Host, CPU model and core count, and how LAMMPS ran."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{platform.node()} ({cpu}, {os.cpu_count()} logical cores; {platform.system()} "
-            f"{platform.release()}; Python {platform.python_version()}); LAMMPS "
-            f"{lammps_module().__version__} {accelerator.describe()}, torch {threads} thread(s)")
+    return (f"{machine_summary()}; LAMMPS {lammps_module().__version__} {accelerator.describe()}, "
+            f"torch {threads} thread(s)")
 
 
 def report_markdown(runs: Sequence[Run], fit: FrictionFit | None, reference: Observables,

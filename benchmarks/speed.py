@@ -62,6 +62,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from advcg import io
+from machine import cpu_model
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -656,13 +657,11 @@ def _verdict(ok: bool) -> str:
 
 def machine_header(settings: Settings, environment: dict[str, Any], inputs: Inputs) -> list[str]:
     """Date, machine, cores, versions and inputs of this run."""
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor() or "unknown")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
     mode = "quick (development sizes: not the benchmark)" if settings.quick else "full"
     return [f"Measured {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z} by "
             f"`benchmarks/speed.py` ({mode}).", "",
-            f"- machine: {cpu}, {settings.threads} of {os.cpu_count()} logical cores used "
+            f"- machine: {cpu_model()}, {settings.threads} of {os.cpu_count()} logical cores used "
             f"(load average {load:.2f} at the start)",
             f"- LAMMPS {environment['lammps']} ({environment['accelerator']}), torch {environment['torch']}, "
             f"Python {platform.python_version()}",
