@@ -59,9 +59,9 @@ from advcg.potential import CGPotential
 from advcg.simulation import NVERecording, RunPlan, recording_trajectory
 from advcg.state import DYNAMICS_FILE, POTENTIAL_FILE, DynamicsParameters, TrainingState, load_state
 from advcg.trajectory import CGTrajectory
-from machine import machine_summary
 # private helpers of advcg.training (the evaluate stage's export-and-run); see the report
 from advcg.training import EVALUATE, ps_to_steps, run_state
+from machine import machine_summary
 
 logger = logging.getLogger("fidelity")
 

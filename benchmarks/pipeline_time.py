@@ -37,7 +37,8 @@ from machine import machine_summary
 ROOT = Path(__file__).resolve().parent.parent
 GOAL_MINUTES = 30.0
 README_SECTION = "pipeline-time"
-#: Stage of a job from its benchmark file: ``update/round_3.tsv`` -> ``update``.
+#: Row order of the stage table; a job's stage is its benchmark file's folder (``update/round_3.tsv``)
+#: or, at the top level, the file's name (``init.tsv``).
 STAGE_ORDER = ("aa_reference", "map", "aa_features", "aa_observables", "init", "state0", "simulate",
                "cg_features", "discriminate", "update", "evaluate", "finalise", "report")
 
