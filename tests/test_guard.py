@@ -30,6 +30,17 @@ def run_update(files: dict[str, Path], config: dict, name: str, recording: Path 
                            out / "next_state", out / "update.json"), out
 
 
+def nan_recording(files: dict[str, Path], directory: Path) -> Path:
+    """The round-0 recording with one NaN position, as from a run that blew up: its gradient is
+    not finite, whatever the machine's floating-point path (a wild step's fate is not)."""
+    with np.load(files["recording"]) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["paths"][0, 5, 3, 0] = np.nan
+    broken = directory / "recording.npz"
+    np.savez(broken, **arrays)
+    return broken
+
+
 def wild(config: dict, rate: float = 20.0) -> dict:
     """Learning rates that move every spline coefficient by ~``rate`` kcal/mol in one step: the raw
     gradient, no structure correction (whose step the guard does not scale: tests/test_structure.py)."""
@@ -72,23 +83,30 @@ def test_a_wild_step_is_rejected_then_retried_smaller_from_the_last_good_paramet
     assert [g["accepted"] for g in report["guard"]] == [e.accepted for e in events]
 
 
-def test_too_many_rejections_stop_training_and_write_nothing(round_files):
-    config = wild(guard_config(max_rejections=2, step_shrink=0.9))
+def test_too_many_rejections_stop_training_and_write_nothing(round_files, tmp_path):
+    """Consecutive rejections count across rounds: a non-finite gradient (a recording with a NaN
+    position) is rejected and the round redone; the second in a row reaches max_rejections = 2."""
+    config = guard_config(max_rejections=2)
+    broken = nan_recording(round_files, tmp_path)
+    first, out = run_update(round_files, config, "first_nan", recording=broken)
+    assert not first.events[-1].accepted and load_state(out / "next_state").dynamics.rejections == 1
+    files = {**round_files, "state": out / "next_state"}
     with pytest.raises(DivergenceError) as info:
-        run_update(round_files, config, "stopped")
+        run_update(files, config, "stopped", recording=broken)
     message = str(info.value)
     print(message)
-    assert "round 0: 2 consecutive updates rejected" in message
-    assert "training.guard.max_rejections = 2" in message and str(round_files["state"]) in message
+    assert "round 1: 2 consecutive updates rejected" in message and "non-finite gradient" in message
+    assert "training.guard.max_rejections = 2" in message and str(files["state"]) in message
     assert not (round_files["work"] / "stopped").exists()
 
 
 def test_the_cli_exits_non_zero_with_the_guard_message(round_files, tmp_path, caplog):
-    config = wild(guard_config(max_rejections=1))
+    config = guard_config(max_rejections=1)
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump(config))
     code = advcg_main(["update", "--config", str(config_path), "--threads", "1",
-                       "--state", str(round_files["state"]), "--recording", str(round_files["recording"]),
+                       "--state", str(round_files["state"]),
+                       "--recording", str(nan_recording(round_files, tmp_path)),
                        "--cg-features", str(round_files["cg_features"]),
                        "--discriminator", str(round_files["discriminator"]),
                        "--aa-trajectory", str(round_files["aa"]),
@@ -102,12 +120,7 @@ def test_the_cli_exits_non_zero_with_the_guard_message(round_files, tmp_path, ca
 def test_a_non_finite_gradient_keeps_the_last_good_parameters(round_files, tmp_path):
     """A recording from a run that blew up (a NaN position) gives a non-finite gradient: no step is
     taken, the next round redoes this one from the same parameters with a smaller step scale."""
-    with np.load(round_files["recording"]) as data:
-        arrays = {k: data[k] for k in data.files}
-    arrays["paths"][0, 5, 3, 0] = np.nan
-    broken = tmp_path / "recording.npz"
-    np.savez(broken, **arrays)
-    result, out = run_update(round_files, guard_config(), "nan", recording=broken)
+    result, out = run_update(round_files, guard_config(), "nan", recording=nan_recording(round_files, tmp_path))
     assert result.events[0].reasons[0].startswith("non-finite gradient for ")
     state, start = load_state(out / "next_state"), load_state(round_files["state"])
     np.testing.assert_array_equal(state.parameter_vector(), start.parameter_vector())
