@@ -10,7 +10,7 @@ structural baseline of §7: IBI pair-only is IBI with the three-body strength λ
 
 Two update rules share the loop (``method``): ``ibi``, the update above, and ``imc``, a Newton
 step whose Jacobian is the canonical fluctuation formula estimated from the same CG frames
-(inverse Monte Carlo, :func:`imc_update`). Both stop only when the CG RDF matches the target.
+(inverse Monte Carlo, :func:`advcg.imc.imc_update`). Both stop only when the CG RDF matches the target.
 Measured on the mapped SPC/E reference (512 beads, 100 ps; 0.2 Å knots; pair only; runs of
 5 + 40 ps): BI gives max |Δg| = 0.95; plain IBI (α = 1) reaches 0.39 after one update and then
 crawls (0.22 after 15: the whole first peak stays too high, a collective mode of the dense liquid
@@ -86,8 +86,9 @@ import torch
 from advcg import io
 from advcg.engine import Accelerator, choose_accelerator
 from advcg.export import export_model
+from advcg.imc import DEFAULT_MAX_STEP, DEFAULT_REGULARISATION, frame_rdfs, imc_update
 from advcg.langevin import LangevinSpec
-from advcg.observables import RDF, rdf, rdf_max_abs_diff
+from advcg.observables import RDF, RDF_RANGE, rdf, rdf_max_abs_diff
 from advcg.potential import (DEFAULT_KAPPA, DEFAULT_LAMBDA, AngleTableThreeBody, CGPotential,
                              PairSpline, SWThreeBody, ThreeBody)
 from advcg.simulation import CGSystem, RunPlan, build_engine, recording_trajectory, run_cg
@@ -96,19 +97,16 @@ from advcg.units import AVOGADRO, FS_PER_PS, kT as thermal_energy
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["boltzmann_inversion", "ibi_update", "imc_update", "imc_jacobian", "imc_newton_step", "IMC_MIN_FRAMES",
-           "frame_rdfs", "iterative_boltzmann_inversion",
+__all__ = ["boltzmann_inversion", "ibi_update", "iterative_boltzmann_inversion",
            "initialise", "METHODS",
            "target_rdf", "IBIIteration", "IBIResult", "Initialisation", "DEFAULT_DAMPING_FACTOR",
-           "DEFAULT_TOLERANCE", "RDF_RANGE", "DEFAULT_EQUILIBRATION_PS", "RDF_BIN_WIDTH",
+           "DEFAULT_TOLERANCE", "DEFAULT_EQUILIBRATION_PS", "RDF_BIN_WIDTH",
            "RDF_R_MAX"]
 
 #: IBI damping factor α (dimensionless).
 DEFAULT_DAMPING_FACTOR = 1.0
 #: IBI stops when max |g_CG − g_AA| over :data:`RDF_RANGE` is at most this.
 DEFAULT_TOLERANCE = 0.05
-#: Range of the RDF comparison, Å (METHOD §7).
-RDF_RANGE = (2.0, 12.0)
 #: RDF bin width, Å (METHOD §7).
 RDF_BIN_WIDTH = 0.05
 #: Largest RDF distance, Å (smaller in boxes under 24 Å).
@@ -133,12 +131,6 @@ DEFAULT_LOG_CLIP = 1.0
 DEFAULT_WEIGHT_FLOOR = 0.1
 #: IBI: second-difference penalty of the update fit.
 DEFAULT_UPDATE_SMOOTHING = 1e-2
-#: IMC: relative second-difference penalty of the Newton step.
-DEFAULT_REGULARISATION = 1e-2
-#: IMC: largest change of one coefficient per step, kcal/mol.
-DEFAULT_MAX_STEP = 0.3
-#: IMC: fewest frames the fluctuation formula is estimated from.
-IMC_MIN_FRAMES = 10
 #: Update rules of :func:`iterative_boltzmann_inversion`.
 METHODS = ("ibi", "imc")
 
@@ -308,113 +300,6 @@ def ibi_update(pair: PairSpline, g_cg: RDF, target: RDF, temperature: float, *,
         coefficients = pair.coefficients.detach() + step.coefficients.detach()
     return PairSpline(r_min=pair.r_min, r_cut=pair.r_cut, spacing=pair.spacing, kappa=pair.kappa,
                       coefficients=coefficients)
-
-
-def imc_update(pair: PairSpline, frame_rdfs: np.ndarray, target: RDF, temperature: float, *,
-               n_beads: int, volume: float, damping_factor: float = DEFAULT_DAMPING_FACTOR,
-               regularisation: float = DEFAULT_REGULARISATION, max_step: float = DEFAULT_MAX_STEP,
-               r_range: tuple[float, float] = RDF_RANGE) -> PairSpline:
-    r"""One Newton (inverse Monte Carlo) step of the pair term from the RDFs of single frames.
-
-    .. math::
-
-        J_{ik} = \frac{\partial\langle g_i\rangle}{\partial c_k}
-               = -\beta\left(\langle g_i u_k\rangle - \langle g_i\rangle\langle u_k\rangle\right),
-        \qquad u_k = \frac{\partial U}{\partial c_k} = \sum_{j} n_j B_k(r_j),
-
-        \delta = \arg\min_\delta \sum_{i:\,r_i \in \text{r\_range}}
-            \big(\langle g_i\rangle - g_{\mathrm{AA},i} + (J\delta)_i\big)^2
-            + \lambda \left(\|D_2 \delta\|^2 + \|\delta\|^2\right),\qquad
-        c \leftarrow c + \alpha\,\mathrm{clip}(\delta, \pm\delta_\mathrm{max})
-
-    (Lyubartsev & Laaksonen's inverse Monte Carlo in the spline basis). :math:`J` is the exact
-    canonical fluctuation formula, estimated over the frames, with the pair counts
-    :math:`n_j = g_j N(N-1) v_j / 2V` of bin :math:`j` (shell volume :math:`v_j`) standing in
-    for the pair distances (bins of 0.05 Å against 0.2 Å knots); it only sets the step, the
-    fixed point is :math:`\langle g\rangle = g_\mathrm{AA}` whatever its errors. The
-    penalty, :math:`\lambda = \text{regularisation}\cdot\|J\|_F^2/K` on the second differences
-    and on the step itself, leaves the directions the frames do not determine (the core, where
-    :math:`g = 0`) as they are and smooths the rest. Unlike the IBI update, this step accounts for
-    the collective response of a dense liquid (raising :math:`\phi` over the first shell moves
-    neighbours out less than :math:`e^{-\beta\Delta\phi}` says), which makes plain IBI
-    converge slowly for water.
-
-    Parameters
-    ----------
-    pair
-        The current pair term (not changed).
-    frame_rdfs
-        ``(n_frames, n_bins)``: the RDF of each frame of the CG run, on the target's bins.
-    target
-        Target RDF.
-    temperature
-        K.
-    n_beads, volume
-        Beads and box volume (Å³) of the CG run.
-    damping_factor, regularisation, max_step
-        α, the relative penalty and the largest coefficient change (kcal/mol) per step.
-    r_range
-        Bins whose deviation is minimised, Å.
-
-    Returns
-    -------
-    PairSpline
-    """
-    alpha = _check_positive("damping_factor", damping_factor)
-    frames = np.asarray(frame_rdfs, dtype=np.float64)
-    jacobian = imc_jacobian(pair, frames, target, temperature, n_beads=n_beads, volume=volume)
-    step = alpha * imc_newton_step(jacobian, frames.mean(axis=0), target, regularisation=regularisation,
-                                   max_step=max_step, r_range=r_range)
-    coefficients = pair.coefficients.detach().numpy() + step
-    return PairSpline(r_min=pair.r_min, r_cut=pair.r_cut, spacing=pair.spacing, kappa=pair.kappa,
-                      coefficients=coefficients)
-
-
-def imc_jacobian(pair: PairSpline, frame_rdfs: np.ndarray, target: RDF, temperature: float, *,
-                 n_beads: int, volume: float) -> np.ndarray:
-    """J_ik = ∂⟨g_i⟩/∂c_k, ``(n_bins, K)``, from the RDFs of
-    single frames ``(n_frames, n_bins)`` of a run of ``pair`` (see :func:`imc_update`)."""
-    beta = 1.0 / thermal_energy(_check_positive("temperature", temperature))
-    frames = np.asarray(frame_rdfs, dtype=np.float64)
-    if frames.ndim != 2 or frames.shape[1] != target.r.size:
-        raise ValueError(f"frame_rdfs must be (n_frames, {target.r.size}), got {frames.shape}")
-    if frames.shape[0] < IMC_MIN_FRAMES:
-        raise ValueError(f"an IMC step needs at least {IMC_MIN_FRAMES} frames, got {frames.shape[0]}")
-    edges = target.r[0] - 0.5 * target.bin_width + np.arange(target.r.size + 1) * target.bin_width
-    shell = 4.0 / 3.0 * np.pi * (edges[1:] ** 3 - edges[:-1] ** 3)
-    pairs_per_g = n_beads * (n_beads - 1) / (2.0 * volume) * shell  # pair counts = g * this
-    inside = (target.r >= pair.r_min) & (target.r < pair.r_cut)
-    with torch.no_grad():
-        basis = pair.basis(torch.tensor(target.r[inside]))[0].numpy()  # (n_inside, K)
-    u = (frames[:, inside] * pairs_per_g[inside]) @ basis  # (n_frames, K): dU/dc per frame
-    return -beta * (frames - frames.mean(axis=0)).T @ (u - u.mean(axis=0)) / (frames.shape[0] - 1)
-
-
-def imc_newton_step(jacobian: np.ndarray, mean_g: np.ndarray, target: RDF, *,
-                    regularisation: float = DEFAULT_REGULARISATION, max_step: float = DEFAULT_MAX_STEP,
-                    r_range: tuple[float, float] = RDF_RANGE) -> np.ndarray:
-    """The undamped penalised Newton step δ of :func:`imc_update` (kcal/mol per coefficient, each
-    clipped at ``max_step``) that takes the mean RDF ``mean_g`` to ``target`` in linear response."""
-    rows = (target.r >= r_range[0]) & (target.r <= r_range[1])
-    A, b = jacobian[rows], (target.g - mean_g)[rows]
-    k = A.shape[1]
-    D = np.zeros((k - 2, k))
-    index = np.arange(k - 2)
-    D[index, index], D[index, index + 1], D[index, index + 2] = 1.0, -2.0, 1.0
-    lam = regularisation * float(np.sum(A * A)) / k
-    penalty = math.sqrt(lam) * np.vstack([D, np.eye(k)])
-    delta = np.linalg.lstsq(np.vstack([A, penalty]), np.concatenate([b, np.zeros(2 * k - 2)]),
-                            rcond=None)[0]
-    logger.debug("IMC step: max |delta| %.3f kcal/mol, predicted max |dg| %.4f",
-                 float(np.abs(delta).max()), float(np.abs(b - A @ delta).max()))
-    return np.clip(delta, -max_step, max_step)
-
-
-def frame_rdfs(traj: CGTrajectory, target: RDF) -> np.ndarray:
-    """The RDF of every frame of ``traj`` on ``target``'s bins, ``(n_frames, n_bins)``."""
-    r_max = _rdf_r_max(target)
-    return np.stack([rdf(traj.slice(f, f + 1), r_max=r_max, bin_width=target.bin_width).g
-                     for f in range(traj.n_frames)])
 
 
 @dataclass(frozen=True)

@@ -356,8 +356,12 @@ def diffusion_coefficient(times: np.ndarray, msd: np.ndarray,
 
 
 # -- comparison metrics -----------------------------------------------------------------------
+#: Range of the RDF metric max |Δg|, Å (METHOD §7).
+RDF_RANGE = (2.0, 12.0)
+
+
 def rdf_max_abs_diff(g1: np.ndarray, g2: np.ndarray, r: np.ndarray,
-                     r_range: tuple[float, float] = (2.0, 12.0)) -> float:
+                     r_range: tuple[float, float] = RDF_RANGE) -> float:
     """max |g1 − g2| over bins with ``r_range[0] <= r <= r_range[1]`` (same bins for both)."""
     g1, g2, r = (np.asarray(a, dtype=np.float64) for a in (g1, g2, r))
     if not g1.shape == g2.shape == r.shape:
@@ -440,7 +444,7 @@ def compute_observables(traj: CGTrajectory, *, r_max: float = 12.0, rdf_bin_widt
 
 
 def compare_observables(obs: Observables, reference: Observables,
-                        r_range: tuple[float, float] = (2.0, 12.0),
+                        r_range: tuple[float, float] = RDF_RANGE,
                         at_ps: Sequence[float] = MSD_RATIO_TIMES_PS) -> dict[str, Any]:
     """The evaluation metrics of ``obs`` against ``reference`` (e.g. CG against AA).
 

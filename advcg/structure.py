@@ -6,7 +6,7 @@ strength shift the first shells and the RDF drifts away from AA although nothing
 discriminator's loss asks for it (measured: max |Δg| 0.125 → 0.23 over eight rounds without this
 correction). The pair term can absorb such shifts, as it does at initialisation. So each update
 adds to the adversarial step one damped inverse-Monte-Carlo (Newton) step of the pair
-coefficients towards the AA RDF (:func:`advcg.ibi.imc_update`),
+coefficients towards the AA RDF (:func:`advcg.imc.imc_update`),
 
 .. math::
 
@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from advcg.ibi import IMC_MIN_FRAMES as MIN_FRAMES, frame_rdfs, imc_jacobian, imc_newton_step
+from advcg.imc import IMC_MIN_FRAMES as MIN_FRAMES, frame_rdfs, imc_jacobian, imc_newton_step
 from advcg.observables import RDF, rdf_max_abs_diff
 from advcg.potential import CGPotential
 from advcg.trajectory import CGTrajectory
@@ -93,7 +93,7 @@ def structure_correction(potential: CGPotential, frames: CGTrajectory, target: R
                          temperature: float, settings: StructureSettings) -> StructureCorrection:
     """One damped IMC step of ``potential``'s pair coefficients from ``frames`` (a run of
     ``potential``) towards the ``target`` RDF; the change is returned, ``potential`` is unchanged.
-    Each coefficient moves at most :data:`advcg.ibi.DEFAULT_MAX_STEP` before damping."""
+    Each coefficient moves at most :data:`advcg.imc.DEFAULT_MAX_STEP` before damping."""
     if frames.n_frames < MIN_FRAMES:
         raise ValueError(f"training.structure_correction: the round's recording gives {frames.n_frames} "
                          f"frames at frame_interval_fs, the IMC step needs at least {MIN_FRAMES}: lower "

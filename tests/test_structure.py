@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from advcg.ibi import frame_rdfs
+from advcg.imc import frame_rdfs
 from advcg.observables import RDF
 from advcg.potential import CGPotential, PairSpline
 from advcg.simulation import RunPlan
