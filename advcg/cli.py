@@ -11,20 +11,35 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import TYPE_CHECKING, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from advcg.pipeline_cli import REGISTER as PIPELINE_COMMANDS
 
 if TYPE_CHECKING:
     from advcg.observables import Observables
 
 logger = logging.getLogger("advcg")
 
+#: What ``advcg --help`` says first.
+DESCRIPTION = """\
+advcg: adversarial, dynamics-consistent coarse-graining of water around LAMMPS.
+
+Every step of the pipeline is a command: make or map an all-atom reference (aa-reference, map,
+observables), build the initial CG model (init, state-init), run the adversarial rounds (simulate,
+features, discriminate, update, evaluate) and export the result (finalise, export, report). The
+Snakemake pipeline (snakemake --cores 2) runs them all; 'advcg COMMAND --help' describes one.
+Units: Å, fs, kcal/mol, g/mol, K; options ending in -ps are in picoseconds."""
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(prog="advcg", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="advcg", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    for register in _REGISTRY:
+    # the data commands here, then the pipeline stages (simulate, update, ...: advcg.pipeline_cli)
+    for register in [*_REGISTRY, *PIPELINE_COMMANDS]:
         register(sub)
     return parser
 
@@ -121,7 +136,7 @@ def _register_map(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_map)
 
 
-def _load_observables(path: str, args: argparse.Namespace) -> "Observables":
+def _load_observables(path: str, args: argparse.Namespace) -> Observables:
     """Observables of a CG trajectory .npz, or as saved in an observables JSON file."""
     from pathlib import Path
 
@@ -198,7 +213,7 @@ def _cmd_init(args: argparse.Namespace) -> None:
     from advcg.trajectory import CGTrajectory
 
     config = load_config(args.config)
-    use_threads(config["threads"])
+    use_threads(config.threads)
     check_accelerator(config, args)
     traj = CGTrajectory.load(args.aa_trajectory)
     result = initialise(traj, config, args.outdir, pair_only=args.pair_only, method=args.method,
@@ -231,13 +246,20 @@ _REGISTRY.append(_register_init)
 
 # -- export of the CG force field to LAMMPS ------------------------------------------------------
 def _cmd_export(args: argparse.Namespace) -> None:
+    from advcg.dynamics import LangevinDynamics, dynamics_from_dict
     from advcg.export import export_model
+    from advcg.io import read_json
     from advcg.potential import CGPotential
+    from advcg.units import WATER_MASS
 
     potential = CGPotential.from_json(args.parameters)
-    files = export_model(potential, args.outdir, n_beads=args.n_beads, density=args.density,
-                         temperature=args.temperature, damp_fs=args.damp, seed=args.seed,
-                         timestep=args.timestep, n_table=args.table_points)
+    if args.dynamics:
+        dynamics = dynamics_from_dict(read_json(args.dynamics, "dynamics file"), args.dynamics)
+    else:
+        dynamics = LangevinDynamics(temperature=args.temperature, timestep=args.timestep,
+                                    mass=WATER_MASS, damp=args.damp)
+    files = export_model(potential, args.outdir, dynamics, n_beads=args.n_beads, density=args.density,
+                         seed=args.seed, n_table=args.table_points)
     logger.info("exported %s model to %s: deck %s (pair table %d rows)", files.variant,
                 files.directory, files.deck, files.pair_table.n_points)
 
@@ -258,18 +280,16 @@ def _register_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--damp", type=float, default=100.0, help="Langevin damping time 1/gamma, fs (default 100)")
     p.add_argument("--seed", type=int, default=12345, help="default LAMMPS seed of the deck (default 12345)")
     p.add_argument("--timestep", type=float, default=2.0, help="fs (default 2)")
+    p.add_argument("--dynamics", default=None,
+                   help="the model's dynamics.json (a training state's, or results/final's): its "
+                        "kind, temperature, time step and learned values replace --temperature, "
+                        "--damp and --timestep")
     p.add_argument("--table-points", type=int, default=DEFAULT_TABLE_POINTS,
                    help=f"pair-table rows (default {DEFAULT_TABLE_POINTS})")
     p.set_defaults(func=_cmd_export)
 
 
 _REGISTRY.append(_register_export)
-
-
-# -- pipeline stages (simulate, features, discriminate, update, evaluate, ...: advcg/pipeline_cli.py)
-from advcg.pipeline_cli import REGISTER as _PIPELINE_REGISTER  # noqa: E402
-
-_REGISTRY += _PIPELINE_REGISTER
 
 
 if __name__ == "__main__":  # pragma: no cover

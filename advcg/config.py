@@ -1,18 +1,31 @@
 """The configuration: ``config/config.yaml`` validated against ``config/config.schema.yaml``.
 
 Snakemake validates the same file with the same schema (``snakemake.utils.validate``), so the
-pipeline and the ``advcg`` command line never disagree. Defaults come from the schema.
+pipeline and the ``advcg`` command line never disagree. Defaults live in the schema only.
+:func:`load_config` returns a frozen :class:`Config` tree of the sections' own settings classes
+(:class:`~advcg.windows.WindowSpec`, :class:`~advcg.estimator.EstimatorSpec`,
+:class:`~advcg.guard.GuardSettings`, ...); each library function takes the sections it uses.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import jsonschema
 import yaml
+
+from advcg.discriminator import DiscriminatorSettings
+from advcg.dynamics import Dynamics, initial_dynamics
+from advcg.estimator import EstimatorSpec
+from advcg.guard import GuardSettings
+from advcg.structure import StructureSettings
+from advcg.windows import WindowSpec
 
 #: The JSON schema (YAML) of the configuration.
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config" / "config.schema.yaml"
@@ -69,7 +82,7 @@ def validate_config(config: dict[str, Any], source: str = "<config>") -> dict[st
 
 #: Keys that may be infinite (YAML ``.inf``): an infinite localisation radius is the exact
 #: global score. Every other number must be finite; NaN never is allowed.
-INFINITE_ALLOWED = ("training.localisation_radius", "training.friction_localisation_radius")
+INFINITE_ALLOWED = ("training.localisation_radius", "training.dynamics_localisation_radius")
 
 
 def _check_finite(config: dict[str, Any], source: str) -> None:
@@ -109,8 +122,150 @@ def _check_consistency(config: dict[str, Any], source: str) -> None:
                               f"timestep ({config['timestep']} fs)")
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Read, merge ``overrides`` (nested dict) into, and validate a configuration file."""
+# -- the typed tree ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AASettings:
+    """``aa``: the all-atom reference (generated, or the user's files)."""
+
+    source: str
+    model: str
+    n_molecules: int
+    density: float
+    equilibration_ps: float
+    production_ps: float
+    dump_interval_fs: float
+    topology: str | None
+    trajectory: str | None
+    format: str | None
+    dt_ps: float | None
+
+
+@dataclass(frozen=True)
+class PotentialSettings:
+    """``potential``: the CG potential's form."""
+
+    variant: str
+    r_min: float
+    r_cut: float
+    knot_spacing: float
+
+
+@dataclass(frozen=True)
+class InitSettings:
+    """``init``: the structural initialisation (Boltzmann inversion, then IMC/IBI)."""
+
+    ibi_iterations: int
+    ibi_run_ps: float
+    damp_fs: float
+
+
+@dataclass(frozen=True)
+class DynamicsSettings:
+    """``dynamics``: which dynamics the model has (``kind``) and each kind's initial values."""
+
+    kind: str
+    sections: Mapping[str, Mapping[str, Any]]
+
+    def initial(self, *, temperature: float, timestep: float, mass: float) -> Dynamics:
+        """The initial dynamics of the model (state 0)."""
+        return initial_dynamics(self.kind, self.sections[self.kind], temperature=temperature,
+                                timestep=timestep, mass=mass)
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """``training``: the adversarial rounds."""
+
+    rounds: int
+    equilibration_ps: float
+    windows_per_round: int
+    window_spacing_ps: float
+    estimator: EstimatorSpec
+    learning_rates: Mapping[str, float]
+    momentum: float
+    gradient_noise_threshold: float
+    discriminator: DiscriminatorSettings
+    structure_correction: StructureSettings
+    guard: GuardSettings
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """``evaluation``: the evaluation runs of each state."""
+
+    run_ps: float
+    intermediate_run_ps: float
+    frame_interval_fs: float
+    rdf_r_max: float
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration, validated, defaults filled in (see ``config/config.schema.yaml``
+    for every key, its unit and default). ``raw`` is the validated mapping (for reports and for
+    the pipeline's rerun triggers)."""
+
+    seed: int
+    temperature: float
+    accelerator: str
+    threads: int
+    timestep: float
+    aa: AASettings
+    potential: PotentialSettings
+    init: InitSettings
+    dynamics: DynamicsSettings
+    windows: WindowSpec
+    training: TrainingSettings
+    evaluation: EvaluationSettings
+    raw: Mapping[str, Any] = field(repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A copy of the validated mapping, as plain dicts and lists."""
+        return _thawed(self.raw)
+
+
+def _frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A read-only view of ``mapping`` and of every mapping inside it."""
+    return MappingProxyType({k: _frozen(v) if isinstance(v, Mapping) else v for k, v in mapping.items()})
+
+
+def _thawed(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _thawed(v) if isinstance(v, Mapping) else copy.deepcopy(v) for k, v in mapping.items()}
+
+
+def build_config(data: dict[str, Any]) -> Config:
+    """The typed tree of a configuration that :func:`validate_config` returned."""
+    t, w = data["training"], data["windows"]
+    training = TrainingSettings(
+        rounds=t["rounds"], equilibration_ps=t["equilibration_ps"],
+        windows_per_round=t["windows_per_round"], window_spacing_ps=t["window_spacing_ps"],
+        estimator=EstimatorSpec(localisation_radius=t["localisation_radius"],
+                                dynamics_localisation_radius=t["dynamics_localisation_radius"]),
+        learning_rates=_frozen(t["learning_rates"]), momentum=t["momentum"],
+        gradient_noise_threshold=t["gradient_noise_threshold"],
+        discriminator=DiscriminatorSettings(**{**t["discriminator"], "hidden": tuple(t["discriminator"]["hidden"])}),
+        structure_correction=StructureSettings(**t["structure_correction"]),
+        guard=GuardSettings(**t["guard"]))
+    dynamics = {k: v for k, v in data["dynamics"].items() if k != "kind"}
+    return Config(
+        seed=data["seed"], temperature=data["temperature"], accelerator=data["accelerator"],
+        threads=data["threads"], timestep=data["timestep"], aa=AASettings(**data["aa"]),
+        potential=PotentialSettings(**data["potential"]), init=InitSettings(**data["init"]),
+        dynamics=DynamicsSettings(kind=data["dynamics"]["kind"], sections=_frozen(dynamics)),
+        windows=WindowSpec(n_lags=w["n_lags"], lag=w["lag_fs"], stride=w["stride_fs"]),
+        training=training, evaluation=EvaluationSettings(**data["evaluation"]),
+        raw=_frozen(data))
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Read, merge ``overrides`` (nested dict) into, and validate a configuration file (the
+    shipped default when ``path`` is ``None``); returns the typed tree.
+
+    Raises
+    ------
+    FileNotFoundError, ConfigError
+        Naming the file, and the key path and what was expected.
+    """
     path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
     if not path.exists():
         raise FileNotFoundError(f"configuration file {path} does not exist")
@@ -125,7 +280,11 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     data = data or {}
     if overrides:
         data = _merge(data, overrides)
-    return validate_config(data, str(path))
+    data = validate_config(data, str(path))
+    try:
+        return build_config(data)
+    except ValueError as exc:   # a section's own range checks, beyond the schema's
+        raise ConfigError(f"{path}: invalid configuration: {exc}") from exc
 
 
 def _merge(base: dict, extra: dict) -> dict:

@@ -2,7 +2,7 @@ r"""The discriminator: tells windows of the mapped AA trajectory ("real", label 
 CG runs ("generated", label 0).
 
 Each bead of a window gets a feature vector that is invariant to global translation and
-rotation, bead permutation and periodic images (METHOD §4); a per-bead network maps it to a logit
+rotation, bead permutation and periodic images (docs/method.md §4); a per-bead network maps it to a logit
 :math:`s_i(w)`, and :math:`D_i(w) = \sigma(s_i(w))`. The loss is binary cross-entropy averaged
 over beads (the per-bead outputs are pooled by averaging the loss), and the generator's
 non-saturating loss is :math:`\ell_i(w) = -\log D_i(w)`, averaged over beads. Because every
@@ -39,6 +39,24 @@ from advcg.io import atomic_path
 from advcg.windows import Windows
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DiscriminatorSettings:
+    """``training.discriminator`` of the configuration: optimiser ``steps`` per round,
+    ``batch_size`` beads per batch (half AA, half CG), Adam ``learning_rate``, and the ``hidden``
+    layer widths of the per-bead network."""
+
+    steps: int
+    batch_size: int
+    learning_rate: float
+    hidden: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 2 or not self.learning_rate > 0 or not self.hidden \
+                or min(self.hidden) < 1:
+            raise ValueError(f"training.discriminator: need steps >= 1, batch_size >= 2, learning_rate "
+                             f"> 0 and hidden widths >= 1, got {self}")
 
 
 @dataclass(frozen=True)

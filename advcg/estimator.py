@@ -1,23 +1,22 @@
 r"""The reweighting estimator: gradients of window averages with respect to the CG parameters.
 
-LAMMPS is not differentiable, so gradients come from the score-function identity (METHOD §5)
+LAMMPS is not differentiable, so gradients come from the score-function identity (docs/method.md §5)
 
 .. math::
 
     \nabla_\vartheta\, \mathbb E_w[\ell(w)] = \mathbb E_w\big[(\ell(w) - b)\, S(w)\big],\qquad
     S = \nabla \log p_\mathrm{eq}(x^0) + \nabla \log p_\mathrm{path}(w \mid x^{-1}, x^0),
 
-for :math:`\vartheta = (\theta, \log\gamma)`, with a baseline :math:`b` that does not depend on
-:math:`w`.
+for :math:`\vartheta = (\theta, \vartheta_\mathrm{dyn})` (the potential's parameters, then the
+dynamics' own, e.g. log γ: :class:`advcg.parameters.ParameterSpace`), with a baseline :math:`b`
+that does not depend on :math:`w`.
 
 * Thermodynamic part: :math:`\nabla_\theta \log p_\mathrm{eq}(x) = -\beta\,(\partial_\theta U(x) -
   \langle \partial_\theta U\rangle_\theta)`; the average is taken over the windows' starts.
-* Path part, for the integrator of :mod:`advcg.langevin` (Gaussian :math:`R^n`, variance
-  :math:`\sigma^2 = 2\gamma m k_BT/(C\Delta t)`):
-  :math:`\nabla_\theta \log p_\mathrm{path} = \sum_n R^n\cdot \partial_\theta F_\theta(x^n)/\sigma^2`
-  and, per Cartesian component,
-  :math:`\partial_{\log\gamma}\log p = -\gamma R\, m v/(C\sigma^2) + R^2/(2\sigma^2) - 1/2`
-  with :math:`v = (x^n - x^{n-1})/\Delta t`.
+* Path part, from the dynamics' exact path law (:meth:`advcg.dynamics.Dynamics.path_terms`):
+  :math:`\nabla_\theta \log p_\mathrm{path} = \sum_n w^n\cdot \partial_\theta F_\theta(x^n)` with
+  the force weights :math:`w^n = \partial\log p/\partial F^n` (Langevin: :math:`R^n/\sigma^2`), and
+  the dynamics' own parameters' scores per bead.
 
 Window averages here are averages of per-bead quantities, :math:`\ell(w) = \frac1N\sum_i \ell_i(w)`,
 and :math:`\ell_i` depends on bead i's neighbourhood only. The score is therefore *localised*: bead
@@ -49,13 +48,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from advcg.langevin import LangevinSpec
+from advcg.dynamics import Dynamics
 from advcg.potential.neighbors import build_pairs
-from advcg.units import FTM2V
 
 logger = logging.getLogger(__name__)
-
-LOG_GAMMA = "log_gamma"
 
 
 @dataclass(frozen=True)
@@ -66,29 +62,29 @@ class EstimatorSpec:
     ----------
     localisation_radius
         r_loc of the θ score, Å (``math.inf``: global score, unbiased but noisy).
-    friction_localisation_radius
-        r_loc of the log γ score, Å; 0 (default) keeps each bead's own noise terms only. A bead's
-        window loss depends on its own random forces at first order and on its neighbours' only
-        through the forces they exert, while every bead's γ score carries the full
-        χ²-fluctuation (R²/σ² − 1)/2 of its 3 × n_steps noise terms; widening the radius adds
-        mostly that noise (measured in ``tests/test_estimator.py``'s gradient check).
+    dynamics_localisation_radius
+        r_loc of the dynamics parameters' score (log γ), Å; 0 keeps each bead's own noise terms
+        only. A bead's window loss depends on its own random forces at first order and on its
+        neighbours' only through the forces they exert, while every bead's γ score carries the
+        full χ²-fluctuation (R²/σ² − 1)/2 of its 3 × n_steps noise terms; widening the radius
+        adds mostly that noise (measured in ``tests/test_estimator.py``'s gradient check).
     chunk_steps
         MD steps whose forces are evaluated in one batch (memory vs speed).
     baseline
         ``"leave_one_out"``: b for window w is the mean loss of the other windows; ``"none"``: b = 0.
     """
 
-    localisation_radius: float = 5.0
-    friction_localisation_radius: float = 0.0
+    localisation_radius: float
+    dynamics_localisation_radius: float
     chunk_steps: int = 25
     baseline: str = "leave_one_out"
 
     def __post_init__(self) -> None:
         if not self.localisation_radius > 0:
             raise ValueError(f"estimator: localisation_radius must be > 0 Å, got {self.localisation_radius}")
-        if not self.friction_localisation_radius >= 0:
-            raise ValueError("estimator: friction_localisation_radius must be >= 0 Å, got "
-                             f"{self.friction_localisation_radius}")
+        if not self.dynamics_localisation_radius >= 0:
+            raise ValueError("estimator: dynamics_localisation_radius must be >= 0 Å, got "
+                             f"{self.dynamics_localisation_radius}")
         if self.chunk_steps < 1:
             raise ValueError(f"estimator: chunk_steps must be >= 1, got {self.chunk_steps}")
         if self.baseline not in ("leave_one_out", "none"):
@@ -102,7 +98,7 @@ class GradientEstimate:
     Attributes
     ----------
     names : list of str
-        Parameter names; the last is ``log_gamma``.
+        Parameter names: the potential's, then the dynamics' (ϑ order).
     per_window : (n_windows, n_params)
         G(w) for every window; the estimate is their mean.
     thermo, path : (n_params,)
@@ -202,9 +198,9 @@ def _baselines(losses: np.ndarray, kind: str) -> np.ndarray:
 
 
 def estimate_gradient(potential: torch.nn.Module, paths: np.ndarray, box: np.ndarray,
-                      losses: np.ndarray, dynamics: LangevinSpec,
-                      spec: EstimatorSpec = EstimatorSpec()) -> GradientEstimate:
-    """Estimate ∇ of the window average of per-bead ``losses`` w.r.t. (θ, log γ).
+                      losses: np.ndarray, dynamics: Dynamics, spec: EstimatorSpec,
+                      auxiliary: dict[str, np.ndarray] | None = None) -> GradientEstimate:
+    """Estimate ∇ of the window average of per-bead ``losses`` w.r.t. ϑ = (θ, dynamics' own).
 
     Parameters
     ----------
@@ -213,14 +209,16 @@ def estimate_gradient(potential: torch.nn.Module, paths: np.ndarray, box: np.nda
         ``bead_energies(x, box)``, ``parameter_names()`` and its parameters θ.
     paths : (n_windows, n_steps + 2, n_beads, 3)
         Per-step unwrapped positions of each window from one step before its start
-        (:class:`advcg.langevin.Recording`), Å.
+        (:class:`advcg.recording.Recording`), Å.
     box : (3,)
         Box edges, Å.
     losses : (n_windows, n_beads)
         The per-bead quantity ℓ_i(w) whose window average is differentiated (the generator loss,
         or an observable in the gradient checks).
     dynamics
-        The Langevin parameters the paths were run with.
+        The dynamics the paths were run with.
+    auxiliary
+        The dynamics' recorded state at every window step (``Recording.auxiliary``), if any.
     """
     paths = np.asarray(paths, dtype=np.float64)
     losses = np.asarray(losses, dtype=np.float64)
@@ -231,27 +229,27 @@ def estimate_gradient(potential: torch.nn.Module, paths: np.ndarray, box: np.nda
         raise ValueError("estimator: paths need at least one MD step (3 positions)")
     if not np.all(np.isfinite(losses)):
         raise ValueError("estimator: losses contain NaN or inf")
-    names = list(potential.parameter_names()) + [LOG_GAMMA]
-    n_theta = potential.n_parameters
+    own = [p.name for p in dynamics.parameters()]
+    names = list(potential.parameter_names()) + own
+    n_theta, n_own = potential.n_parameters, len(own)
     params = _parameters_in_theta_order(potential)
+    auxiliary = auxiliary or {}
 
     beta = 1.0 / dynamics.kT
-    gamma, mass, dt = dynamics.gamma, dynamics.mass, dynamics.timestep
-    var = dynamics.noise_variance
     box_t = torch.as_tensor(np.asarray(box, dtype=np.float64))
     baselines = _baselines(losses, spec.baseline)
 
     thermo_weighted = np.zeros((n_windows, n_theta))   # d/dθ Σ_j A_j u_j(x0)
     thermo_total = np.zeros((n_windows, n_theta))      # d/dθ U(x0)
     weight_sums = np.zeros(n_windows)                  # Σ_j A_j
-    path_weighted = np.zeros((n_windows, n_theta + 1))
-    path_global = np.zeros((n_windows, n_theta + 1))
+    path_weighted = np.zeros((n_windows, n_theta + n_own))
+    path_global = np.zeros((n_windows, n_theta + n_own))
 
     for w in range(n_windows):
         centred = losses[w] - baselines[w]
         weights = localisation_weights(paths[w, 1], box, centred, spec.localisation_radius)
-        friction_weights = torch.as_tensor(
-            localisation_weights(paths[w, 1], box, centred, spec.friction_localisation_radius))
+        own_weights = torch.as_tensor(
+            localisation_weights(paths[w, 1], box, centred, spec.dynamics_localisation_radius))
         weight_sums[w] = weights.sum()
         a_t = torch.as_tensor(weights)
         x0 = torch.as_tensor(paths[w, 1])
@@ -269,22 +267,21 @@ def estimate_gradient(potential: torch.nn.Module, paths: np.ndarray, box: np.nda
             inner = x[1:-1]
             geometry = potential.geometry(inner, box_t, neighbors=window_list.frames(lo - 1, hi - 1))
             forces = potential.forces(inner, box_t, neighbors=geometry)
-            accel = mass / (FTM2V * dt**2) * (x[2:] - 2 * x[1:-1] + x[:-2])
-            velocity_term = mass / (FTM2V * dt) * (x[1:-1] - x[:-2])
-            noise = accel - forces + gamma * velocity_term
-            # θ: Σ_n Σ_j A_j R·∂F/∂θ / σ²   and the unweighted global version, in one pass
-            scaled = noise / var
+            aux = {name: torch.as_tensor(value[w, lo - 1:hi + 1]) for name, value in auxiliary.items()}
+            terms = dynamics.path_terms(x, forces, aux)
+            # θ: Σ_n Σ_j A_j w^n·∂F/∂θ   and the unweighted global version, in one pass
+            scaled = terms.force_weights
             both = potential.force_parameter_vjp(inner, box_t, torch.stack([weights_t * scaled, scaled]),
                                                  neighbors=geometry).sum(dim=1).numpy()
             path_weighted[w, :n_theta] += both[0]
             path_global[w, :n_theta] += both[1]
-            # log γ, per bead
-            per_bead = (-gamma * noise * velocity_term / var + noise**2 / (2 * var) - 0.5).sum(dim=(0, 2))
-            path_weighted[w, n_theta] += float((friction_weights * per_bead).sum())
-            path_global[w, n_theta] += float(per_bead.sum())
+            # the dynamics' own parameters, per bead
+            for k, per_bead in enumerate(terms.bead_scores):
+                path_weighted[w, n_theta + k] += float((own_weights * per_bead).sum())
+                path_global[w, n_theta + k] += float(per_bead.sum())
 
     mean_bead_gradient = thermo_total.mean(axis=0) / n_beads          # <∂u_j/∂θ>
-    thermo = np.zeros((n_windows, n_theta + 1))
+    thermo = np.zeros((n_windows, n_theta + n_own))
     thermo[:, :n_theta] = -beta * (thermo_weighted - weight_sums[:, None] * mean_bead_gradient)
     per_window = (thermo + path_weighted) / n_beads
     global_scores = path_global.copy()
@@ -297,7 +294,7 @@ def estimate_gradient(potential: torch.nn.Module, paths: np.ndarray, box: np.nda
         value=float(window_values.mean()),
         value_standard_error=float(window_values.std(ddof=1) / math.sqrt(n_windows)) if n_windows > 1 else math.inf,
         extra={"localisation_radius": spec.localisation_radius,
-               "friction_localisation_radius": spec.friction_localisation_radius})
+               "dynamics_localisation_radius": spec.dynamics_localisation_radius})
     logger.info("estimator: %d windows x %d steps x %d beads; gradient SNR %.2f",
                 n_windows, n_path - 2, n_beads, estimate.global_snr)
     return estimate

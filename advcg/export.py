@@ -18,7 +18,8 @@ Files (all written atomically through :mod:`advcg.io`):
   (``N n FP ...``, rows ``i θ[deg] g −dg/dθ[per deg]``) on the same ``n`` as the ``.sw`` file's
   table length, so LAMMPS's preliminary spline returns the written values.
 * ``pair.in`` with the ``pair_style``/``pair_coeff`` lines, and a complete deck for plain ``lmp``
-  built from ``lammps_inputs/cg_water.in``.
+  built from ``lammps_inputs/cg_water.in`` and the lines of the model's dynamics
+  (:meth:`advcg.dynamics.Dynamics.deck_lines`).
 """
 
 from __future__ import annotations
@@ -33,15 +34,16 @@ import numpy as np
 import torch
 
 from advcg import io
+from advcg.dynamics import Dynamics
 from advcg.potential import CGPotential
 from advcg.potential.threebody import AngleTableThreeBody, SWThreeBody
-from advcg.units import WATER_MASS, number_density
+from advcg.units import number_density
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["PairTableInfo", "ThreeBodyFiles", "ExportedModel", "write_pair_table",
            "write_threebody", "write_pair_include", "pair_commands", "write_deck", "export_model",
-           "box_length", "table_consistency_flags", "DEFAULT_TABLE_POINTS", "DEFAULT_TABLE_RLO",
+           "box_length", "table_consistency_flags", "DEFAULT_TABLE_POINTS", "DEFAULT_TABLE_RLO", "DYNAMICS_MARKER",
            "DEFAULT_ANGLE_POINTS", "PAIR_KEYWORD", "ANGLE_KEYWORD", "ELEMENT", "DECK_TEMPLATE"]
 
 #: Minimum number of pair-table rows (LAMMPS linear interpolation in r² then agrees with the
@@ -59,6 +61,8 @@ ANGLE_KEYWORD = "WWW"
 ELEMENT = "WAT"
 #: Name of the deck template in ``lammps_inputs/``.
 DECK_TEMPLATE = "cg_water.in"
+#: The template's line that the dynamics' commands replace.
+DYNAMICS_MARKER = "# @advcg-dynamics@"
 
 _EXTRA_ROWS = 10  # table sizes tried: n_points .. n_points + 9
 _TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "lammps_inputs"
@@ -409,10 +413,7 @@ def _write_model_files(potential: CGPotential, outdir: Path, n_table: int, n_ang
     return model
 
 
-def _check_deck_settings(temperature: float, damp_fs: float, seed: int, timestep: float) -> None:
-    for name, value in (("temperature", temperature), ("damp_fs", damp_fs), ("timestep", timestep)):
-        if not (math.isfinite(value) and value > 0):
-            raise ValueError(f"{name} must be finite and > 0, got {value}")
+def _check_seed(seed: int) -> None:
     if int(seed) < 1:
         raise ValueError(f"LAMMPS seeds must be positive integers, got {seed}")
 
@@ -429,16 +430,16 @@ def _check_threebody(potential: CGPotential) -> None:
 
 
 def write_deck(potential: CGPotential, outdir: str | os.PathLike, n_beads: int, density: float,
-               temperature: float, damp_fs: float, seed: int, timestep: float = 2.0,
-               files: ExportedModel | None = None, n_table: int = DEFAULT_TABLE_POINTS,
-               n_angle: int = DEFAULT_ANGLE_POINTS, dump_every: int = 100,
-               thermo_every: int = 100) -> Path:
+               dynamics: Dynamics, seed: int, files: ExportedModel | None = None,
+               n_table: int = DEFAULT_TABLE_POINTS, n_angle: int = DEFAULT_ANGLE_POINTS,
+               dump_every: int = 100, thermo_every: int = 100) -> Path:
     """Write ``outdir/cg_water.in``, a complete deck for plain ``lmp`` (run it inside ``outdir``).
 
-    The deck sets the system variables (overridable with ``-var``), then follows
-    ``lammps_inputs/cg_water.in``: random insertion with a 2.4 Å overlap check, minimisation,
-    ``fix nve`` + ``fix langevin T T damp seed``, unwrapped dump and thermo output;
-    ``-var nsteps N -var seed S`` choose the run length and the seed.
+    The deck sets the system variables and the dynamics' own (overridable with ``-var``), then
+    follows ``lammps_inputs/cg_water.in``: random insertion with a 2.4 Å overlap check,
+    minimisation, the dynamics' commands (Langevin: ``fix nve`` + ``fix langevin T T damp seed``),
+    unwrapped dump and thermo output; ``-var nsteps N -var seed S`` choose the run length and the
+    seed. Its header says what runs on a GPU (Kokkos) and what does not.
 
     Parameters
     ----------
@@ -448,8 +449,10 @@ def write_deck(potential: CGPotential, outdir: str | os.PathLike, n_beads: int, 
         Output directory.
     n_beads, density
         Number of beads and mass density (g/cm³).
-    temperature, damp_fs, seed, timestep
-        K, Langevin damping time (fs), positive integer seed, fs.
+    dynamics
+        The model's dynamics (temperature, time step, mass and its own parameters).
+    seed
+        Positive integer seed.
     files
         Model files written before (by :func:`export_model`); written here when ``None``.
     n_table, n_angle
@@ -465,45 +468,52 @@ def write_deck(potential: CGPotential, outdir: str | os.PathLike, n_beads: int, 
     outdir = Path(outdir)
     length = box_length(n_beads, density)
     potential.validate_box([length] * 3)
-    _check_deck_settings(temperature, damp_fs, seed, timestep)
+    _check_seed(seed)
     if files is None:
         files = _write_model_files(potential, outdir, n_table, n_angle)
     template = (_TEMPLATE_DIR / DECK_TEMPLATE).read_text()
+    if template.count(DYNAMICS_MARKER) != 1:
+        raise ValueError(f"{_TEMPLATE_DIR / DECK_TEMPLATE} must hold the line {DYNAMICS_MARKER!r} once")
+    lines = dynamics.deck_lines()
     deck = outdir / "cg_water.in"
     include = os.path.relpath(files.pair_include.resolve(), outdir.resolve())
-    if potential.variant == "sw":
-        accel = ["# GPU (Kokkos: table/kk, sw/kk, hybrid/overlay/kk, nve/kk, langevin/kk):",
+    if potential.variant == "sw" and lines.kokkos:
+        accel = [f"# GPU (Kokkos: table/kk, sw/kk, hybrid/overlay/kk, {lines.gpu_note}):",
                  f"#   cd {outdir} && lmp -k on g 1 -sf kk -pk kokkos newton on neigh half "
                  f"-in cg_water.in -var nsteps N -var seed S"]
+    elif potential.variant == "sw":
+        accel = [f"# {lines.gpu_note}: this deck runs on CPUs only."]
     else:
         accel = ["# pair_style sw/angle/table has no Kokkos/GPU version: this deck runs on CPUs only",
                  "#   (it needs newton on, which the deck sets)."]
+    described = ", ".join(f"{k} = {v:g}" for k, v in dynamics.describe().items())
     header = ["# advcg one-bead CG water, three-body variant " + potential.variant,
-              f"# {n_beads} beads, {density} g/cm^3 (box {length:.6f} A), T = {temperature} K, "
-              f"damp = {damp_fs} fs, timestep = {timestep} fs, bead mass {WATER_MASS} g/mol",
+              f"# {n_beads} beads, {density} g/cm^3 (box {length:.6f} A), T = {dynamics.temperature} K, "
+              f"{dynamics.kind} dynamics ({described}), timestep = {dynamics.timestep} fs, "
+              f"bead mass {dynamics.mass} g/mol",
               "# CPU:",
               f"#   cd {outdir} && lmp -in cg_water.in -var nsteps N -var seed S",
               *accel, ""]
     settings = [f"variable        n_beads index {int(n_beads)}",
                 f"variable        box_length index {length!r}",
-                f"variable        temperature index {float(temperature)!r}",
-                f"variable        damp index {float(damp_fs)!r}",
-                f"variable        timestep index {float(timestep)!r}",
+                f"variable        temperature index {float(dynamics.temperature)!r}",
+                *[f"variable        {name} index {float(value)!r}" for name, value in lines.variables.items()],
+                f"variable        timestep index {float(dynamics.timestep)!r}",
                 f"variable        seed index {int(seed)}",
                 f"variable        dump_every index {int(dump_every)}",
                 f"variable        thermo_every index {int(thermo_every)}",
                 f"variable        pair_include index {include}", ""]
-    io.write_text(deck, "\n".join(header + settings) + "\n" + template)
+    body = template.replace(DYNAMICS_MARKER, "\n".join(lines.commands))
+    io.write_text(deck, "\n".join(header + settings) + "\n" + body)
     logger.info("wrote LAMMPS deck %s", deck)
     return deck
 
 
-def export_model(potential: CGPotential, outdir: str | os.PathLike, n_beads: int = 512,
-                 density: float = 0.997, temperature: float = 300.0, damp_fs: float = 100.0,
-                 seed: int = 12345, timestep: float = 2.0, n_table: int = DEFAULT_TABLE_POINTS,
-                 n_angle: int = DEFAULT_ANGLE_POINTS) -> ExportedModel:
+def export_model(potential: CGPotential, outdir: str | os.PathLike, dynamics: Dynamics,
+                 n_beads: int = 512, density: float = 0.997, seed: int = 12345,
+                 n_table: int = DEFAULT_TABLE_POINTS, n_angle: int = DEFAULT_ANGLE_POINTS) -> ExportedModel:
     """Write everything: ``parameters.json``, ``pair.table``, ``threebody.sw`` (+ ``angle.table``),
-    ``pair.in`` and ``cg_water.in`` in ``outdir``.
+    ``pair.in`` and ``cg_water.in`` (with ``dynamics``) in ``outdir``.
 
     Returns
     -------
@@ -513,12 +523,11 @@ def export_model(potential: CGPotential, outdir: str | os.PathLike, n_beads: int
     outdir = Path(outdir)
     # every check that can fail comes before the first file: a refused export writes nothing
     potential.validate_box([box_length(n_beads, density)] * 3)
-    _check_deck_settings(temperature, damp_fs, seed, timestep)
+    _check_seed(seed)
     _check_threebody(potential)
     files = _write_model_files(potential, outdir, n_table, n_angle)
     parameters = outdir / "parameters.json"
     potential.to_json(parameters)
-    deck = write_deck(potential, outdir, n_beads, density, temperature, damp_fs, seed, timestep,
-                      files=files)
+    deck = write_deck(potential, outdir, n_beads, density, dynamics, seed, files=files)
     return ExportedModel(outdir, files.variant, files.pair_table, files.threebody,
                          files.pair_include, parameters, deck)

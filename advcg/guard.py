@@ -1,7 +1,7 @@
 """The divergence guard: accept or reject a proposed update before it becomes the next state.
 
 An update of round k proposes ϑ_{k+1} from state k. Before it is accepted, a short *probe* run of
-the proposed model (:func:`advcg.training.probe`) is compared with a probe run of the current
+the proposed model (:func:`advcg.stages.probe`) is compared with a probe run of the current
 parameters (same seed, same start):
 
 * the gradient it came from is finite;
@@ -13,22 +13,32 @@ parameters (same seed, same start):
   more than ``max_generator_loss_increase`` (the generator loss must not degrade).
 
 A rejected proposal is retried from the same, last good parameters with the learning rates
-multiplied by ``step_shrink``; the reduced scales are kept for the following rounds. When the RDF
-alone was at fault only the potential's steps shrink (the friction does not change the
-structure), and after ``max_rejections`` such rejections the proposal moves the friction alone. A non-finite
-gradient cannot be retried with a smaller step: the next state keeps the last good parameters, so
-the next round is redone from them with fresh random numbers. After ``max_rejections``
-consecutive rejections for a failed run, a rising loss or a non-finite gradient the update stops
-with :class:`DivergenceError`, naming the round, the reasons and the last good state. Every attempt is logged and kept in the update report.
+multiplied by ``step_shrink``; the reduced scales (one per parameter block,
+:class:`advcg.parameters.ParameterSpace`) are kept for the following rounds. When the RDF alone
+was at fault only the potential block's steps shrink (the dynamics does not change the
+equilibrium structure), and after ``max_rejections`` such rejections the proposal moves the
+dynamics block alone. A non-finite gradient cannot be retried with a smaller step: the next state
+keeps the last good parameters, so the next round is redone from them with fresh random numbers.
+After ``max_rejections`` consecutive rejections for a failed run, a rising loss or a non-finite
+gradient the update stops with :class:`DivergenceError`, naming the round, the reasons and the
+last good state. Every attempt is logged and kept in the update report (:func:`guarded_step`).
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 import numpy as np
+
+from advcg.estimator import GradientEstimate
+from advcg.state import TrainingState
+from advcg.update_rule import adam_step
+
+logger = logging.getLogger(__name__)
 
 
 class DivergenceError(RuntimeError):
@@ -37,15 +47,15 @@ class DivergenceError(RuntimeError):
 
 @dataclass(frozen=True)
 class GuardSettings:
-    """``training.guard`` of the configuration (see ``config/config.schema.yaml``)."""
+    """``training.guard`` of the configuration (keys, defaults and units: ``config/config.schema.yaml``)."""
 
-    max_rejections: int = 3          # consecutive rejections that stop training (>= 1)
-    step_shrink: float = 0.5
-    max_rdf_deviation: float = 0.15
-    rdf_tolerance: float = 0.05
-    max_generator_loss_increase: float = 0.1
-    probe_ps: float = 10.0
-    probe_windows: int = 8
+    max_rejections: int          # consecutive rejections that stop training (>= 1)
+    step_shrink: float
+    max_rdf_deviation: float
+    rdf_tolerance: float
+    max_generator_loss_increase: float
+    probe_ps: float
+    probe_windows: int
 
     def __post_init__(self) -> None:
         if self.max_rejections < 1:
@@ -57,10 +67,6 @@ class GuardSettings:
                 raise ValueError(f"training.guard.{name} must be > 0, got {getattr(self, name)}")
         if self.probe_windows < 1:
             raise ValueError(f"training.guard.probe_windows must be >= 1, got {self.probe_windows}")
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "GuardSettings":
-        return cls(**config["training"]["guard"])
 
 
 @dataclass
@@ -81,11 +87,10 @@ class ProbeResult:
 
 @dataclass
 class GuardEvent:
-    """One proposal and the guard's decision on it."""
+    """One proposal (its learning-rate scale per parameter block) and the guard's decision on it."""
 
     attempt: int
-    step_scale: float
-    friction_step_scale: float = 1.0
+    step_scales: dict[str, float]
     reasons: list[str] = field(default_factory=list)
     probe: ProbeResult | None = None
 
@@ -94,9 +99,9 @@ class GuardEvent:
         return not self.reasons
 
     def to_dict(self) -> dict[str, Any]:
-        return {"attempt": self.attempt, "step_scale": self.step_scale,
-                "friction_step_scale": self.friction_step_scale, "reasons": list(self.reasons),
-                "accepted": self.accepted, "probe": None if self.probe is None else self.probe.to_dict()}
+        return {"attempt": self.attempt, "step_scales": dict(self.step_scales),
+                "reasons": list(self.reasons), "accepted": self.accepted,
+                "probe": None if self.probe is None else self.probe.to_dict()}
 
 
 def gradient_problems(gradient: np.ndarray, names: Sequence[str]) -> list[str]:
@@ -134,7 +139,7 @@ def dynamics_problems(probe: ProbeResult, baseline: ProbeResult, settings: Guard
 
 def structure_problems(probe: ProbeResult, bound: float, settings: GuardSettings) -> list[str]:
     """Reasons to reject a proposal for its structure: the probe's RDF max|Δg| above ``bound``
-    (:func:`rdf_bound`). The friction cannot cause them (it leaves the Boltzmann distribution as
+    (:func:`rdf_bound`). The dynamics cannot cause them (it leaves the Boltzmann distribution as
     it is), so only the potential's steps are shrunk for them."""
     if probe.failure is None and not probe.rdf_max_abs_diff <= bound:
         return [f"RDF max|dg| {probe.rdf_max_abs_diff:.3f} > {bound:.3f} (max_rdf_deviation "
@@ -148,9 +153,94 @@ def stop_message(round_index: int, rejections: int, events: Sequence[GuardEvent]
     """The :class:`DivergenceError` message: round, this round's rejections, what to do."""
     lines = [f"round {round_index}: {rejections} consecutive updates rejected "
              f"(training.guard.max_rejections = {settings.max_rejections}); training stops."]
-    lines += [f"  attempt {e.attempt} (step scales {e.step_scale:.3g}, friction {e.friction_step_scale:.3g}): "
-              f"{'; '.join(e.reasons)}"
+    lines += [f"  attempt {e.attempt} (step scales {_scales(e.step_scales)}): {'; '.join(e.reasons)}"
               for e in events]
-    lines.append(f"The last good parameters are in {last_good}. Lower the training.learning_rate* "
-                 f"keys, or widen the training.guard bounds, and run again.")
+    lines.append(f"The last good parameters are in {last_good}. Lower training.learning_rates, "
+                 f"or widen the training.guard bounds, and run again.")
     return "\n".join(lines)
+
+
+def _scales(scales: Mapping[str, float]) -> str:
+    return ", ".join(f"{block} {scale:.3g}" for block, scale in scales.items())
+
+
+def guarded_step(state: TrainingState, estimate: GradientEstimate, gradient: np.ndarray,
+                 correction: np.ndarray, *, rates: Mapping[str, float], momentum: float,
+                 settings: GuardSettings, check: Callable[[TrainingState], ProbeResult],
+                 last_good: str) -> tuple[TrainingState, ProbeResult, list[GuardEvent]]:
+    """Propose Adam steps along ``gradient`` (the significant part of ``estimate``'s) from
+    ``state`` plus the structure ``correction`` of ϑ (:mod:`advcg.structure`), shrinking the
+    steps after each rejection, until the guard accepts one (module docstring).
+
+    Parameters
+    ----------
+    state
+        The current (last good) state; its progress holds the step scales and rejections so far.
+    estimate, gradient
+        The gradient estimate and the gradient the step follows (:mod:`advcg.update_rule`).
+    correction
+        A change of ϑ added to every proposal that moves the potential.
+    rates, momentum
+        Adam step size per learning-rate group (``training.learning_rates``) and β1.
+    settings
+        ``training.guard``.
+    check
+        Runs the probe of a model (:func:`advcg.stages.probe`).
+    last_good
+        Where the last good parameters are (for the stop message).
+
+    Returns
+    -------
+    The next state, the probe of the current parameters and one event per proposal.
+
+    Raises
+    ------
+    DivergenceError
+        ``max_rejections`` consecutive rejections for a failed run, a rising generator loss or a
+        non-finite gradient.
+    """
+    progress = state.progress
+    next_round = progress.round + 1
+    scales = dict(progress.step_scales)
+    rejections, structural_rejections, events = progress.rejections, 0, []
+    space = state.parameter_space()
+    start = state.parameter_vector()
+    baseline = check(state) if np.all(np.isfinite(estimate.gradient)) else ProbeResult()
+    bound = progress.rdf_bound if progress.rdf_bound > 0 else rdf_bound(baseline, settings)
+    while True:
+        proposal = {"potential": 0.0 if structural_rejections >= settings.max_rejections
+                    else scales["potential"], "dynamics": scales["dynamics"]}
+        event = GuardEvent(attempt=len(events), step_scales=proposal,
+                           reasons=gradient_problems(estimate.gradient, estimate.names))
+        structural_only = False
+        if event.accepted:
+            vector, optimizer_state = adam_step(start, state.optimizer, gradient,
+                                                space.learning_rates(rates, proposal), momentum)
+            if proposal["potential"] > 0:
+                vector = vector + correction
+            candidate = state.with_parameters(space.project(vector), round=next_round,
+                                              step_scales=dict(scales), rejections=0, rdf_bound=bound)
+            candidate.optimizer = optimizer_state
+            event.probe = check(candidate)
+            dynamic = dynamics_problems(event.probe, baseline, settings)
+            structural = (structure_problems(event.probe, bound, settings)
+                          if proposal["potential"] > 0 else [])
+            event.reasons = dynamic + structural
+            structural_only = not dynamic
+        events.append(event)
+        logger.log(logging.INFO if event.accepted else logging.WARNING,
+                   "guard: round %d, attempt %d, step scales %s: %s", progress.round, event.attempt,
+                   _scales(proposal), "accepted" if event.accepted else "; ".join(event.reasons))
+        if event.accepted:
+            return candidate, baseline, events
+        scales["potential"] *= settings.step_shrink
+        if structural_only:
+            structural_rejections += 1
+            continue
+        rejections += 1
+        scales["dynamics"] *= settings.step_shrink
+        if rejections >= settings.max_rejections:
+            raise DivergenceError(stop_message(progress.round, rejections, events, last_good, settings))
+        if not np.all(np.isfinite(estimate.gradient)):   # no smaller step helps: redo the round
+            kept = replace(progress, round=next_round, step_scales=dict(scales), rejections=rejections)
+            return TrainingState(state.potential, state.dynamics, kept, state.optimizer), baseline, events

@@ -5,7 +5,7 @@ r"""Structural initialisation: Boltzmann inversion (BI) and iterative Boltzmann 
     \phi_0(r) = -k_BT \ln g_\mathrm{AA}(r),\qquad
     \phi_{k+1}(r) = \phi_k(r) + \alpha\, k_BT \ln\frac{g_k(r)}{g_\mathrm{AA}(r)}
 
-with :math:`g_k` the RDF of a CG run of :math:`\phi_k` (METHOD §6, first stage; it is also the
+with :math:`g_k` the RDF of a CG run of :math:`\phi_k` (docs/method.md §6, first stage; it is also the
 structural baseline of §7: IBI pair-only is IBI with the three-body strength λ = 0).
 
 Two update rules share the loop (``method``): ``ibi``, the update above, and ``imc``, a Newton
@@ -41,7 +41,7 @@ Boltzmann inversion (:func:`boltzmann_inversion`), on the RDF bins with
 IBI (:func:`iterative_boltzmann_inversion`):
 
 * each iteration exports the current model, starts LAMMPS from a frame of the mapped AA trajectory
-  (same box), runs Langevin dynamics (:mod:`advcg.langevin`) for ``equilibration_ps`` (5 ps) and
+  (same box), runs Langevin dynamics (:class:`advcg.dynamics.LangevinDynamics`) for ``equilibration_ps`` (5 ps) and
   ``run_ps``, and computes the CG RDF on the target's bins;
 * the update is regularised where :math:`g` is small or noisy:
   :math:`\Delta\phi_i = \alpha k_BT\,\mathrm{clip}\big(\ln\frac{g_{k,i} + \varepsilon}
@@ -78,22 +78,33 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from advcg import io
+from advcg.dynamics import LangevinDynamics
 from advcg.engine import Accelerator, choose_accelerator
 from advcg.export import export_model
 from advcg.imc import DEFAULT_MAX_STEP, DEFAULT_REGULARISATION, frame_rdfs, imc_update
-from advcg.langevin import LangevinSpec
 from advcg.observables import RDF, RDF_RANGE, rdf, rdf_max_abs_diff
-from advcg.potential import (DEFAULT_KAPPA, DEFAULT_LAMBDA, AngleTableThreeBody, CGPotential,
-                             PairSpline, SWThreeBody, ThreeBody)
+from advcg.potential import (
+    DEFAULT_KAPPA,
+    DEFAULT_LAMBDA,
+    AngleTableThreeBody,
+    CGPotential,
+    PairSpline,
+    SWThreeBody,
+    ThreeBody,
+)
 from advcg.simulation import CGSystem, RunPlan, build_engine, recording_trajectory, run_cg
 from advcg.trajectory import CGTrajectory
-from advcg.units import AVOGADRO, FS_PER_PS, kT as thermal_energy
+from advcg.units import FS_PER_PS, mass_density
+from advcg.units import kT as thermal_energy
+
+if TYPE_CHECKING:
+    from advcg.config import Config
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +118,7 @@ __all__ = ["boltzmann_inversion", "ibi_update", "iterative_boltzmann_inversion",
 DEFAULT_DAMPING_FACTOR = 1.0
 #: IBI stops when max |g_CG − g_AA| over :data:`RDF_RANGE` is at most this.
 DEFAULT_TOLERANCE = 0.05
-#: RDF bin width, Å (METHOD §7).
+#: RDF bin width, Å (docs/method.md §7).
 RDF_BIN_WIDTH = 0.05
 #: Largest RDF distance, Å (smaller in boxes under 24 Å).
 RDF_R_MAX = 12.0
@@ -397,17 +408,16 @@ def _run_iteration(potential: CGPotential, system: CGSystem, target: RDF, direct
                    accelerator: Accelerator) -> tuple[RDF, np.ndarray, float, float]:
     """Export, run, RDF: returns the CG RDF, the RDF of every frame ``(n_frames, n_bins)``, the
     run time (s) and steps/s."""
-    density = system.n_beads * system.mass / AVOGADRO / (float(np.prod(system.box)) * 1e-24)
-    model = export_model(potential, directory / "model", n_beads=system.n_beads, density=density,
-                         temperature=temperature, damp_fs=damp, seed=seed, timestep=timestep)
-    dynamics = LangevinSpec(temperature=temperature, damp=damp, timestep=timestep,
-                            mass=system.mass, seed=seed)
+    density = mass_density(system.n_beads, float(np.prod(system.box)), system.mass)
+    dynamics = LangevinDynamics(temperature=temperature, timestep=timestep, mass=system.mass, damp=damp)
+    model = export_model(potential, directory / "model", dynamics, n_beads=system.n_beads,
+                         density=density, seed=seed)
     with io.atomic_path(directory / "log.lammps") as log:
         engine = build_engine(system, model, temperature, timestep, velocity_seed=seed,
                               accelerator=accelerator, log_file=str(log))
         try:
             start = time.perf_counter()
-            recording = run_cg(engine, dynamics, plan)
+            recording = run_cg(engine, dynamics, seed, plan)
             run_time = time.perf_counter() - start
         finally:
             engine.close()
@@ -638,7 +648,7 @@ def target_rdf(aa_trajectory: CGTrajectory, r_cut: float, *, bin_width: float = 
     return rdf(aa_trajectory, r_max=round(reach, 10), bin_width=bin_width, step=step)
 
 
-def initialise(aa_trajectory: CGTrajectory, config: dict[str, Any], outdir: str | os.PathLike, *,
+def initialise(aa_trajectory: CGTrajectory, config: Config, outdir: str | os.PathLike, *,
                pair_only: bool = False, overwrite: bool = False,
                method: str = "imc", damping_factor: float = DEFAULT_DAMPING_FACTOR,
                tolerance: float = DEFAULT_TOLERANCE,
@@ -687,32 +697,29 @@ def initialise(aa_trajectory: CGTrajectory, config: dict[str, Any], outdir: str 
         Invalid configuration, ``r_cut`` beyond half the box, an existing result without
         ``overwrite``.
     """
-    from advcg.config import validate_config
-
-    cfg = validate_config(config)
     outdir = Path(outdir)
     potential_path, report_path = outdir / "potential.json", outdir / "init_report.json"
     if not overwrite and (potential_path.exists() or report_path.exists()):
         raise ValueError(f"{outdir} already holds an initialisation: choose another directory or "
                          "overwrite")
-    pot, init = cfg["potential"], cfg["init"]
+    pot, init = config.potential, config.init
     start = time.perf_counter()
-    r_max = float(cfg.get("evaluation", {}).get("rdf_r_max", RDF_R_MAX))
-    target = target_rdf(aa_trajectory, pot["r_cut"], r_max=r_max)
+    r_max = float(config.evaluation.rdf_r_max)
+    target = target_rdf(aa_trajectory, pot.r_cut, r_max=r_max)
     io.save_npz(outdir / "target_rdf.npz", r=target.r, g=target.g,
                 bin_width=np.array(target.bin_width), n_frames=np.array(target.n_frames))
-    pair = boltzmann_inversion(target, cfg["temperature"], r_min=pot["r_min"], r_cut=pot["r_cut"],
-                               spacing=pot["knot_spacing"])
-    bi = CGPotential(pair, _threebody(pot["variant"], pair_only))
+    pair = boltzmann_inversion(target, config.temperature, r_min=pot.r_min, r_cut=pot.r_cut,
+                               spacing=pot.knot_spacing)
+    bi = CGPotential(pair, _threebody(pot.variant, pair_only))
     bi.to_json(outdir / "bi_potential.json")
     ibi = iterative_boltzmann_inversion(
-        bi, target, aa_trajectory, temperature=cfg["temperature"], damp=init["damp_fs"],
-        timestep=cfg["timestep"], n_iterations=init["ibi_iterations"], run_ps=init["ibi_run_ps"],
-        equilibration_ps=equilibration_ps, seed=cfg["seed"], accelerator=cfg["accelerator"],
-        n_threads=cfg["threads"], workdir=outdir / "ibi", damping_factor=damping_factor,
+        bi, target, aa_trajectory, temperature=config.temperature, damp=init.damp_fs,
+        timestep=config.timestep, n_iterations=init.ibi_iterations, run_ps=init.ibi_run_ps,
+        equilibration_ps=equilibration_ps, seed=config.seed, accelerator=config.accelerator,
+        n_threads=config.threads, workdir=outdir / "ibi", damping_factor=damping_factor,
         tolerance=tolerance, method=method, overwrite=overwrite)
     ibi.potential.to_json(potential_path)
-    report = {"pair_only": bool(pair_only), "variant": pot["variant"], "method": method,
+    report = {"pair_only": bool(pair_only), "variant": pot.variant, "method": method,
               "threebody": ibi.potential.threebody.to_dict(),
               "aa_frames": aa_trajectory.n_frames, "aa_beads": aa_trajectory.n_beads,
               "target_rdf": str(outdir / "target_rdf.npz"),
@@ -721,7 +728,7 @@ def initialise(aa_trajectory: CGTrajectory, config: dict[str, Any], outdir: str 
               "wall_time_s": time.perf_counter() - start}
     io.write_json(report_path, report)
     logger.info("initialisation in %s: %s, best max|dg| = %.4f (iteration %d of %d), %.0f s",
-                outdir, "pair only" if pair_only else f"three-body {pot['variant']}",
+                outdir, "pair only" if pair_only else f"three-body {pot.variant}",
                 ibi.best_rdf_max_abs_diff, ibi.best_iteration, len(ibi.iterations) - 1,
                 report["wall_time_s"])
     return Initialisation(potential=ibi.potential, boltzmann_inversion=bi, ibi=ibi, target=target,

@@ -36,9 +36,10 @@ import json
 import logging
 import math
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -356,7 +357,7 @@ def diffusion_coefficient(times: np.ndarray, msd: np.ndarray,
 
 
 # -- comparison metrics -----------------------------------------------------------------------
-#: Range of the RDF metric max |Δg|, Å (METHOD §7).
+#: Range of the RDF metric max |Δg|, Å (docs/method.md §7).
 RDF_RANGE = (2.0, 12.0)
 
 
@@ -417,6 +418,20 @@ def msd_ratios(t: np.ndarray, msd_cg: np.ndarray, msd_aa: np.ndarray,
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = _at_times(t, msd_cg, at_fs) / _at_times(t_aa, msd_aa, at_fs)
     return {float(p): float(v) for p, v in zip(at_ps, ratio)}
+
+
+def msd_ratios_to_json(ratios: Mapping[float, float]) -> list[list[float | None]]:
+    """``{lag_ps: ratio}`` as JSON: ``[[lag_ps, ratio], ...]`` in increasing lag, NaN as null
+    (lags stay numbers; a JSON object could only key them by strings)."""
+    return [[float(lag), _json_float(ratios[lag])] for lag in sorted(ratios, key=float)]
+
+
+def msd_ratios_from_json(pairs: Any) -> dict[float, float]:
+    """The inverse of :func:`msd_ratios_to_json` (null back to NaN)."""
+    try:
+        return {float(lag): math.nan if ratio is None else float(ratio) for lag, ratio in pairs}
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"MSD ratios must be [[lag_ps, ratio], ...], got {pairs!r}") from exc
 
 
 # -- all together, JSON and plots -------------------------------------------------------------
@@ -546,7 +561,7 @@ def save_observables_json(path: str | os.PathLike, obs: Observables,
         record["reference"] = observables_to_json(reference)
     if comparison is not None:
         clean = dict(comparison)
-        clean["msd_ratios"] = {str(k): _json_float(v) for k, v in comparison.get("msd_ratios", {}).items()}
+        clean["msd_ratios"] = msd_ratios_to_json(comparison.get("msd_ratios", {}))
         for key in ("rdf_max_abs_diff", "adf_total_variation", "diffusion_ratio"):
             if key in clean:
                 clean[key] = _json_float(clean[key])

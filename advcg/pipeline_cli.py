@@ -3,18 +3,19 @@
 Every subcommand takes ``--config`` (the YAML file the pipeline resolved, or any file in the
 ``config/config.yaml`` layout), explicit input and output paths and ``--threads`` (default: the
 configuration's ``threads``); it loads the configuration, sets torch's and LAMMPS's thread counts
-and calls one function of :mod:`advcg.training`, :mod:`advcg.pipeline` or :mod:`advcg.report`.
+and calls one function of :mod:`advcg.stages` or :mod:`advcg.report` with the configuration
+sections it uses.
 
 ================  =========================================================================
 subcommand        library function
 ================  =========================================================================
-``state-init``    :func:`advcg.pipeline.initial_state`
-``simulate``      :func:`advcg.training.simulate`
-``features``      :func:`advcg.training.aa_features` / :func:`advcg.training.cg_features`
-``discriminate``  :func:`advcg.training.discriminate`
-``update``        :func:`advcg.training.update`
-``evaluate``      :func:`advcg.training.evaluate`
-``finalise``      :func:`advcg.pipeline.finalise`
+``state-init``    :func:`advcg.stages.initial_state`
+``simulate``      :func:`advcg.stages.simulate`
+``features``      :func:`advcg.stages.aa_features` / :func:`advcg.stages.cg_features`
+``discriminate``  :func:`advcg.stages.discriminate`
+``update``        :func:`advcg.stages.update`
+``evaluate``      :func:`advcg.stages.evaluate`
+``finalise``      :func:`advcg.stages.finalise`
 ``report``        :func:`advcg.report.write_report`
 ================  =========================================================================
 """
@@ -23,33 +24,38 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from advcg.config import Config
 
 logger = logging.getLogger("advcg")
 
 
-def _config(args: argparse.Namespace) -> dict[str, Any]:
+def _config(args: argparse.Namespace) -> Config:
     """Load and validate ``--config``; set the thread counts of torch and LAMMPS (OpenMP)."""
     from advcg.config import load_config
     from advcg.threads import use_threads
 
     config = load_config(args.config)
-    threads = args.threads if args.threads is not None else config["threads"]
+    threads = args.threads if args.threads is not None else config.threads
     if threads < 1:
         raise ValueError(f"--threads must be >= 1, got {threads}")
-    config["threads"] = threads
+    config = replace(config, threads=threads)
     use_threads(threads)
     return config
 
 
-def check_accelerator(config: dict[str, Any], args: argparse.Namespace) -> None:
+def check_accelerator(config: Config, args: argparse.Namespace) -> None:
     """Resolve the configured LAMMPS accelerator before a stage writes anything: an accelerator
     that this LAMMPS lacks (``kokkos`` without a Kokkos GPU build) stops the stage naming the key."""
     from advcg.engine import EngineError, choose_accelerator
 
     try:
-        choose_accelerator(config["accelerator"], config["threads"])
+        choose_accelerator(config.accelerator, config.threads)
     except EngineError as exc:
         raise EngineError(f"{args.config}: {exc}") from exc
 
@@ -66,16 +72,19 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 # -- state 0 -----------------------------------------------------------------------------------
 def _cmd_state_init(args: argparse.Namespace) -> None:
-    from advcg.pipeline import initial_state
+    from advcg.stages import initial_state
 
-    initial_state(args.potential, _config(args), args.outdir)
+    config = _config(args)
+    initial_state(args.potential, args.outdir, potential=config.potential, dynamics=config.dynamics,
+                  temperature=config.temperature, timestep=config.timestep, seed=config.seed)
 
 
 def _register_state_init(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("state-init", help="training state 0 from the initial potential",
                        description="Writes a training state directory (potential.json, "
                                    "dynamics.json) from the initial potential with the "
-                                   "configuration's init.damp_fs, temperature, timestep and seed.")
+                                   "configuration's dynamics (its kind and initial values), "
+                                   "temperature, timestep and seed.")
     _common(p)
     p.add_argument("--potential", required=True, help="initial potential JSON (advcg init)")
     p.add_argument("--outdir", required=True, help="state directory to write (replaced whole)")
@@ -84,11 +93,12 @@ def _register_state_init(sub: argparse._SubParsersAction) -> None:
 
 # -- training stages ----------------------------------------------------------------------------
 def _cmd_simulate(args: argparse.Namespace) -> None:
-    from advcg.training import simulate
+    from advcg.stages import simulate
 
     config = _config(args)
     check_accelerator(config, args)
-    simulate(Path(args.state), Path(args.aa_trajectory), config, Path(args.outdir))
+    simulate(Path(args.state), Path(args.aa_trajectory), Path(args.outdir), windows=config.windows,
+             training=config.training, accelerator=config.accelerator)
 
 
 def _register_simulate(sub: argparse._SubParsersAction) -> None:
@@ -104,12 +114,12 @@ def _register_simulate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_features(args: argparse.Namespace) -> None:
-    from advcg.training import aa_features, cg_features
+    from advcg.stages import aa_features, cg_features
 
     config = _config(args)
     try:
         if args.kind == "aa":
-            aa_features(Path(args.input), config, Path(args.output))
+            aa_features(Path(args.input), Path(args.output), windows=config.windows)
         else:
             cg_features(Path(args.input), Path(args.output))
     except ValueError as exc:   # e.g. a trajectory shorter than one window: name the file
@@ -130,11 +140,13 @@ def _register_features(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_discriminate(args: argparse.Namespace) -> None:
-    from advcg.training import discriminate
+    from advcg.stages import discriminate
 
+    config = _config(args)
     report = discriminate(Path(args.aa_features), Path(args.cg_features),
-                          Path(args.previous) if args.previous else None, _config(args),
-                          args.round, Path(args.checkpoint), Path(args.log_json))
+                          Path(args.previous) if args.previous else None, Path(args.checkpoint),
+                          Path(args.log_json), settings=config.training.discriminator,
+                          seed=config.seed, round_index=args.round)
     logger.info("round %d discriminator: held-out accuracy %.3f", args.round, report["val_accuracy"])
 
 
@@ -151,13 +163,14 @@ def _register_discriminate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_update(args: argparse.Namespace) -> None:
-    from advcg.training import update
+    from advcg.stages import update
 
     config = _config(args)
     check_accelerator(config, args)   # the guard's probe runs LAMMPS
     update(Path(args.state), Path(args.recording), Path(args.cg_features), Path(args.discriminator),
-           Path(args.aa_trajectory), Path(args.aa_observables), config, Path(args.out_state),
-           Path(args.report))
+           Path(args.aa_trajectory), Path(args.aa_observables), Path(args.out_state),
+           Path(args.report), windows=config.windows, training=config.training,
+           accelerator=config.accelerator)
 
 
 def _register_update(sub: argparse._SubParsersAction) -> None:
@@ -178,12 +191,13 @@ def _register_update(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from advcg.training import evaluate
+    from advcg.stages import evaluate
 
     config = _config(args)
     check_accelerator(config, args)
-    evaluate(Path(args.state), Path(args.aa_trajectory), Path(args.aa_observables), config,
-             Path(args.outdir), run_ps=args.run_ps)
+    evaluate(Path(args.state), Path(args.aa_trajectory), Path(args.aa_observables), Path(args.outdir),
+             evaluation=config.evaluation, equilibration_ps=config.training.equilibration_ps,
+             accelerator=config.accelerator, run_ps=args.run_ps)
 
 
 def _register_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -202,10 +216,10 @@ def _register_evaluate(sub: argparse._SubParsersAction) -> None:
 
 # -- final model and report --------------------------------------------------------------------
 def _cmd_finalise(args: argparse.Namespace) -> None:
-    from advcg.pipeline import finalise
+    from advcg.stages import finalise
 
-    finalise(Path(args.state), Path(args.aa_trajectory), Path(args.metrics), _config(args),
-             Path(args.outdir))
+    finalise(Path(args.state), Path(args.aa_trajectory), Path(args.metrics), Path(args.outdir),
+             seed=_config(args).seed)
 
 
 def _register_finalise(sub: argparse._SubParsersAction) -> None:
@@ -225,7 +239,7 @@ def _cmd_report(args: argparse.Namespace) -> None:
     from advcg.report import write_report
 
     index = write_report(args.outdir, args.aa_observables, args.evaluations, args.discriminator_logs,
-                         args.update_reports, args.benchmarks, config=_config(args))
+                         args.update_reports, args.benchmarks, config=_config(args).to_dict())
     logger.info("report: %s", index)
 
 

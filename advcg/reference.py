@@ -26,7 +26,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -266,8 +266,3 @@ def load_aa_reference(outdir: str | os.PathLike) -> AAReference:
         if not path.is_file():
             raise FileNotFoundError(f"AA reference file {path} is missing")
     return reference
-
-
-def reference_summary(reference: AAReference) -> dict[str, Any]:
-    """The reference as a JSON-ready dict (paths as strings)."""
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(reference).items()}

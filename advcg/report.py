@@ -7,7 +7,7 @@ file                    content
 ``observables.png``     RDF, ADF and MSD of the initial and the final model against AA
 ``metrics.png``         evaluation metrics of every state (0 = initial, last = final)
 ``training.png``        per round: discriminator accuracy, generator loss, gradient SNR,
-                        effective sample size, damping time
+                        effective sample size
 ``timing.png``          wall time per stage (Snakemake benchmark files), summed over rounds
 ``summary.json``        every number shown, for scripts
 ======================  =============================================================
@@ -24,22 +24,34 @@ import json
 import logging
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from advcg import units
 from advcg.io import atomic_path, read_json, write_json, write_text
-from advcg.observables import Observables, load_observables_json
+from advcg.observables import Observables, load_observables_json, msd_ratios_from_json, msd_ratios_to_json
 
 logger = logging.getLogger(__name__)
 
-#: MSD-ratio times (ps) drawn in the per-state metrics figure.
-PLOTTED_MSD_TIMES = ("0.1", "1.0", "10.0", "50.0")
+#: MSD-ratio lags (ps) drawn in the per-state metrics figure.
+PLOTTED_MSD_TIMES = (0.1, 1.0, 10.0, 50.0)
+#: Keys of a ``dynamics.json`` that are not learned (the rest are shown per state).
+_FIXED_DYNAMICS_KEYS = ("kind", "temperature", "timestep", "mass")
 
-FIGURES = ("observables.png", "metrics.png", "training.png", "timing.png")
+
+def learned_dynamics(dynamics: dict[str, Any] | None) -> dict[str, float]:
+    """The learned values of a saved dynamics (e.g. ``{"damp": 97.6}`` for Langevin)."""
+    return {k: v for k, v in (dynamics or {}).items() if k not in _FIXED_DYNAMICS_KEYS}
+
+ROUND_HEADER = ["round", "D accuracy", "generator loss", "± SE", "gradient SNR", "ESS", "windows",
+                "dynamics after", "step scales", "round frames' RDF max |Δg|",
+                "structure correction max |Δc| (kcal/mol)", "rejected"]
+GUARD_HEADER = ["round", "attempt", "step scales", "accepted", "probe RDF max |Δg|", "probe generator loss",
+                "reasons"]
 
 
 @dataclass(frozen=True)
@@ -114,10 +126,12 @@ def _plot_metrics(path: Path, evaluations: list[dict[str, Any]]) -> None:
     axes[1].axhline(1.0, color="grey", lw=0.8)
     axes[1].set(xlabel="state (0 = initial)", title="MSD_CG / MSD_AA")
     axes[2].plot(states, [_finite(e["diffusion_ratio"]) for e in evaluations], "o-", label="D_CG / D_AA")
-    axes[2].plot(states, [_finite(e.get("damp_fs")) / 100.0 for e in evaluations], "s-",
-                 label="damp / 100 fs")
+    first = learned_dynamics(evaluations[0].get("dynamics"))
+    for name, start in first.items():
+        axes[2].plot(states, [_finite(learned_dynamics(e.get("dynamics")).get(name)) / start
+                              for e in evaluations], "s-", label=f"{name} / state 0's")
     axes[2].axhline(1.0, color="grey", lw=0.8)
-    axes[2].set(xlabel="state (0 = initial)", title="diffusion and friction")
+    axes[2].set(xlabel="state (0 = initial)", title="diffusion and the learned dynamics")
     for ax in axes:
         ax.legend(fontsize="small")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -176,6 +190,14 @@ def _plot_timing(path: Path, totals: dict[str, dict[str, float]]) -> None:
         fig.savefig(tmp, dpi=110)
 
 
+def _named(values: dict[str, float]) -> str:
+    return ", ".join(f"{k} {_fmt(v)}" for k, v in values.items())
+
+
+def _scales(scales: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.3g}" for k, v in scales.items())
+
+
 def _fmt(value: Any, digits: int = 3) -> str:
     if value is None:
         return "–"
@@ -225,6 +247,8 @@ def write_report(outdir: str | os.PathLike, aa_observables: str | os.PathLike,
     outdir.mkdir(parents=True, exist_ok=True)
     aa = load_observables_json(aa_observables)
     evaluations = [read_json(Path(d) / "metrics.json", "evaluation metrics") for d in evaluation_dirs]
+    for evaluation in evaluations:
+        evaluation["msd_ratios"] = msd_ratios_from_json(evaluation.get("msd_ratios", []))
     initial = load_observables_json(Path(evaluation_dirs[0]) / "observables.json")
     final = load_observables_json(Path(evaluation_dirs[-1]) / "observables.json")
     discriminators = [read_json(p, "discriminator log") for p in discriminator_logs]
@@ -237,40 +261,42 @@ def write_report(outdir: str | os.PathLike, aa_observables: str | os.PathLike,
     _plot_training(outdir / "training.png", discriminators, updates)
     _plot_timing(outdir / "timing.png", totals)
 
-    per_state = [{"state": k, **{key: e.get(key) for key in
-                                 ("rdf_max_abs_diff", "adf_total_variation", "diffusion_ratio",
-                                  "damp_fs", "msd_ratios", "seconds")}}
+    per_state = [{"state": k, "dynamics": learned_dynamics(e.get("dynamics")),
+                  **{key: e.get(key) for key in ("rdf_max_abs_diff", "adf_total_variation",
+                                                 "diffusion_ratio", "msd_ratios", "seconds")}}
                  for k, e in enumerate(evaluations)]
     per_round = [{"round": k, "discriminator_accuracy": d.get("val_accuracy"),
                   "discriminator_seconds": d.get("seconds"),
                   "generator_loss": u.get("generator_loss"), "generator_loss_se": u.get("generator_loss_se"),
                   "gradient_snr": u.get("global_snr"), "effective_sample_size": u.get("effective_sample_size"),
-                  "n_windows": u.get("n_windows"), "damp_fs_after": u.get("damp_fs"),
-                  "update_seconds": u.get("seconds"), "step_scale": u.get("step_scale"),
-                  "friction_step_scale": u.get("friction_step_scale"),
+                  "n_windows": u.get("n_windows"), "dynamics_after": learned_dynamics(u.get("dynamics")),
+                  "update_seconds": u.get("seconds"), "step_scales": u.get("step_scales", {}),
                   "structure_rdf_max_abs_diff": (u.get("structure_correction") or {}).get("rdf_max_abs_diff"),
                   "structure_max_abs_delta": (u.get("structure_correction") or {}).get("max_abs_delta"),
                   "rejected_proposals": sum(not e["accepted"] for e in u.get("guard", []))}
                  for k, (d, u) in enumerate(zip(discriminators, updates))]
-    guard_rows = [[k, e["attempt"], e["step_scale"], "yes" if e["accepted"] else "no",
+    guard_rows = [[k, e["attempt"], _scales(e["step_scales"]), "yes" if e["accepted"] else "no",
                    (e.get("probe") or {}).get("rdf_max_abs_diff"),
                    (e.get("probe") or {}).get("generator_loss"), "; ".join(e["reasons"])]
                   for k, u in enumerate(updates) for e in u.get("guard", [])]
-    summary = {"n_rounds": n_rounds, "final": per_state[-1], "initial": per_state[0],
-               "states": per_state, "rounds": per_round,
+    summary_states = [{**s, "msd_ratios": msd_ratios_to_json(s["msd_ratios"])} for s in per_state]
+    summary = {"n_rounds": n_rounds, "final": summary_states[-1], "initial": summary_states[0],
+               "states": summary_states, "rounds": per_round,
                "stages": totals, "jobs": [t.__dict__ for t in times],
                "total_job_seconds": sum(t.seconds for t in times)}
     write_json(outdir / "summary.json", summary)
 
-    msd_header = list(evaluations[-1].get("msd_ratios", {}))
+    msd_header = sorted(evaluations[-1]["msd_ratios"])   # lags are numbers: 0.1, 0.2, ..., 50
     state_rows = [[s["state"], s["rdf_max_abs_diff"], s["adf_total_variation"], s["diffusion_ratio"],
-                   s["damp_fs"], *[(s["msd_ratios"] or {}).get(t) for t in msd_header]] for s in per_state]
+                   _named(s["dynamics"]), *[s["msd_ratios"].get(t) for t in msd_header]] for s in per_state]
     round_rows = [[r["round"], r["discriminator_accuracy"], r["generator_loss"], r["generator_loss_se"],
-                   r["gradient_snr"], r["effective_sample_size"], r["n_windows"], r["damp_fs_after"],
-                   r["step_scale"], r["friction_step_scale"], r["structure_rdf_max_abs_diff"],
+                   r["gradient_snr"], r["effective_sample_size"], r["n_windows"], _named(r["dynamics_after"]),
+                   _scales(r["step_scales"]), r["structure_rdf_max_abs_diff"],
                    r["structure_max_abs_delta"], r["rejected_proposals"]]
                   for r in per_round]
     time_rows = [[name, v["jobs"], v["seconds"]] for name, v in totals.items()]
+    state_header = ["state", "RDF max |Δg|", "ADF TVD", "D ratio", "learned dynamics",
+                    *[f"MSD ratio {t:g} ps" for t in msd_header]]
     config_text = html.escape(json.dumps(config, indent=1)) if config is not None else ""
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>advcg report</title>
@@ -284,17 +310,17 @@ reference: RDF max |Δg| over 2–12 Å, ADF total variation distance, MSD and D
 <h2>Structure and dynamics: initial and final model vs AA</h2>
 <img src="observables.png" alt="RDF, ADF, MSD">
 <h2>Metrics per state</h2>
-{_table(["state", "RDF max |Δg|", "ADF TVD", "D ratio", "damp (fs)", *[f"MSD ratio {t} ps" for t in msd_header]], state_rows)}
+{_table(state_header, state_rows)}
 <img src="metrics.png" alt="metrics per state">
 <h2>Training per round</h2>
-{_table(["round", "D accuracy", "generator loss", "± SE", "gradient SNR", "ESS", "windows", "damp after (fs)", "step scale", "friction step scale", "round frames' RDF max |Δg|", "structure correction max |Δc| (kcal/mol)", "rejected"], round_rows)}
+{_table(ROUND_HEADER, round_rows)}
 <img src="training.png" alt="training curves">
 <h2>Divergence guard</h2>
 <p>Every proposed update is checked by a probe run before it is accepted (RDF max |Δg| against
 AA, generator loss under the round's discriminator); a rejected one is retried with a smaller
 step from the last good parameters. {sum(r["rejected_proposals"] for r in per_round)} proposal(s)
 rejected in {n_rounds} round(s).</p>
-{_table(["round", "attempt", "step scale", "accepted", "probe RDF max |Δg|", "probe generator loss", "reasons"], guard_rows)}
+{_table(GUARD_HEADER, guard_rows)}
 <h2>Time per stage</h2>
 {_table(["stage", "jobs", "seconds"], time_rows)}
 <p>Sum over jobs: {_fmt(summary["total_job_seconds"], 4)} s (jobs may run in parallel).</p>

@@ -1,6 +1,6 @@
-"""CG LAMMPS runs driven from Python: a box of beads with an exported model, run with the training
-dynamics of :mod:`advcg.langevin` (or, for the production part of a run, without any thermostat:
-plain velocity Verlet, ``fix nve``, the microcanonical baseline of METHOD §7).
+"""CG LAMMPS runs driven from Python: a box of beads with an exported model, run with the model's
+dynamics (:mod:`advcg.dynamics`) or, for the production part of a run, without any thermostat
+(plain velocity Verlet, ``fix nve``: the microcanonical baseline of docs/method.md §7).
 
 The system is built directly in the Python-driven instance (no data file): one atom type of mass
 :data:`advcg.units.WATER_MASS`, an orthogonal periodic box and given starting positions (typically
@@ -15,11 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from advcg.dynamics import Dynamics
 from advcg.engine import Accelerator, Engine
 from advcg.export import ExportedModel, pair_commands
-from advcg.langevin import GaussianLangevin, LangevinSpec, RecordPlan, Recording
-from advcg.units import BOLTZMANN
+from advcg.recording import Recording, RecordPlan
 from advcg.trajectory import CGTrajectory
+from advcg.units import BOLTZMANN
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ class CGSystem:
         object.__setattr__(self, "box", box)
 
     @classmethod
-    def from_trajectory(cls, traj: CGTrajectory, frame: int = -1) -> "CGSystem":
+    def from_trajectory(cls, traj: CGTrajectory, frame: int = -1) -> CGSystem:
         """The beads and box of one frame of a (mapped AA) trajectory."""
         return cls(traj.positions[frame], traj.box[frame], traj.mass)
 
@@ -68,7 +69,7 @@ def build_engine(system: CGSystem, model: ExportedModel, temperature: float, tim
                  velocity_seed: int, accelerator: Accelerator | str = "auto",
                  log_file: str | None = None) -> Engine:
     """A LAMMPS instance holding ``system`` with the exported ``model``, velocities drawn at
-    ``temperature`` (zero total momentum), ready for :class:`~advcg.langevin.GaussianLangevin`."""
+    ``temperature`` (zero total momentum), ready for a dynamics' integrator."""
     engine = Engine(accelerator, log_file=log_file)
     lx, ly, lz = (float(edge) for edge in system.box)
     engine.commands([
@@ -102,11 +103,11 @@ class RunPlan:
     frame_every
         Keep a frame every this many production steps (0: none).
     window_starts, window_steps
-        Training windows (see :class:`~advcg.langevin.RecordPlan`).
+        Training windows (see :class:`~advcg.recording.RecordPlan`).
     nve_production
         Run the production without thermostat (``fix nve`` only: constant energy) after the
-        Langevin equilibration; frames only (windows need the Langevin path law). :func:`run_cg`
-        then returns an :class:`NVERecording`.
+        thermostatted equilibration; frames only (windows need the dynamics' path law).
+        :func:`run_cg` then returns an :class:`NVERecording`.
     """
 
     equilibration_steps: int
@@ -119,11 +120,11 @@ class RunPlan:
     def __post_init__(self) -> None:
         if self.nve_production and self.window_starts:
             raise ValueError("an NVE production records frames only: training windows need the "
-                             "Langevin path law")
+                             "path law of the model's dynamics (Langevin path law)")
 
     @classmethod
     def evenly_spaced_windows(cls, n_windows: int, window_steps: int, spacing_steps: int,
-                              equilibration_steps: int, frame_every: int = 0) -> "RunPlan":
+                              equilibration_steps: int, frame_every: int = 0) -> RunPlan:
         """``n_windows`` windows, one every ``spacing_steps`` (>= ``window_steps``)."""
         if spacing_steps < window_steps:
             raise ValueError(f"window spacing ({spacing_steps} steps) is shorter than a window "
@@ -135,7 +136,7 @@ class RunPlan:
         return cls(equilibration_steps, production, frame_every, starts, window_steps)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class NVERecording(Recording):
     """The frames of a production run without thermostat, with the total energy (kcal/mol) and
     the kinetic temperature (K) of the whole system at every frame (``(n_frames,)`` each)."""
@@ -195,13 +196,14 @@ def run_nve(engine: Engine, n_steps: int, frame_every: int) -> NVERecording:
     empty = np.empty((0, 0, engine.n_atoms, 3))
     return NVERecording(frame_steps=frame_steps, frames=frames,
                         window_starts=np.empty(0, dtype=np.int64), paths=empty, path_forces=None,
-                        box=box, total_energy=energy, temperature=temperature)
+                        box=box, timestep=float(lmp.extract_global("dt")),
+                        total_energy=energy, temperature=temperature)
 
 
-def run_cg(engine: Engine, dynamics: LangevinSpec, plan: RunPlan) -> Recording:
+def run_cg(engine: Engine, dynamics: Dynamics, seed: int, plan: RunPlan) -> Recording:
     """Equilibrate, then run production with the recording that ``plan`` asks for (under
-    ``dynamics``, or without thermostat if ``plan.nve_production``)."""
-    integrator = GaussianLangevin(engine, dynamics)
+    ``dynamics`` with random seed ``seed``, or without thermostat if ``plan.nve_production``)."""
+    integrator = dynamics.integrator(engine, seed)
     if plan.equilibration_steps:
         integrator.run(plan.equilibration_steps)
     if plan.nve_production:

@@ -4,13 +4,17 @@ A state directory holds
 
 =================== ==================================================================
 ``potential.json``  the CG potential θ (:class:`advcg.potential.CGPotential` file)
-``dynamics.json``   damping time 1/γ (fs), temperature, time step, bead mass, round index,
-                    the divergence guard's step-size scale and rejection count, and the seed
-``optimizer.pt``    the Adam state over ϑ = (θ, log γ) (absent before the first update)
+``dynamics.json``   the model's dynamics (:mod:`advcg.dynamics`: kind, temperature, time
+                    step, bead mass and its learned parameters)
+``progress.json``   the round bookkeeping (:class:`RoundProgress`): round index, seed, the
+                    divergence guard's step scales, rejection count and RDF bound
+``optimizer.pt``    the Adam state over ϑ (absent before the first update)
 =================== ==================================================================
 
-Every file is written atomically, and :func:`save_state` writes into a temporary directory that
-is renamed into place, so a state directory is complete or absent.
+The model (potential and dynamics) and the bookkeeping live apart. Every file is written
+atomically, and :func:`save_state` writes into a temporary directory that is renamed into place,
+so a state directory is complete or absent. :func:`load_state` is as strict as the configuration:
+unknown or missing keys and values out of range are refused, naming the file and the key.
 """
 
 from __future__ import annotations
@@ -21,79 +25,73 @@ import math
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from advcg.dynamics import Dynamics, dynamics_from_dict
 from advcg.io import atomic_path, write_json
-from advcg.langevin import LangevinSpec
+from advcg.parameters import BLOCKS, ParameterSpace, potential_parameters
 from advcg.potential import CGPotential
 
 logger = logging.getLogger(__name__)
 
 POTENTIAL_FILE = "potential.json"
 DYNAMICS_FILE = "dynamics.json"
+PROGRESS_FILE = "progress.json"
 OPTIMIZER_FILE = "optimizer.pt"
 
 
+def _unit_scales() -> dict[str, float]:
+    return {block: 1.0 for block in BLOCKS}
+
+
 @dataclass(frozen=True)
-class DynamicsParameters:
-    """The non-potential part of the model and the round bookkeeping.
+class RoundProgress:
+    """The round bookkeeping of a training state (not part of the model).
 
     Parameters
     ----------
-    damp
-        1/γ, fs (learned through log γ).
-    temperature
-        K.
-    timestep
-        fs.
-    mass
-        Bead mass, g/mol.
     round
         Index of the round that produced this state (0: initialisation).
-    step_scale, friction_step_scale
-        Multipliers of the learning rates of the potential and of log γ, reduced by the divergence
-        guard after a rejected update.
+    seed
+        Base seed of the round's random numbers.
+    step_scales
+        Multiplier of the learning rates of each parameter block (``potential``, ``dynamics``),
+        reduced by the divergence guard after a rejected update.
     rejections
         Consecutive updates rejected by the divergence guard up to this state (:mod:`advcg.guard`).
     rdf_bound
         The guard's bound on the probe RDF max|Δg| (:func:`advcg.guard.rdf_bound`; 0: not set yet).
-    seed
-        Base seed of the round's random numbers.
     """
 
-    damp: float
-    temperature: float
-    timestep: float
-    mass: float
     round: int = 0
-    step_scale: float = 1.0
-    friction_step_scale: float = 1.0
+    seed: int = 1
+    step_scales: dict[str, float] = field(default_factory=_unit_scales)
     rejections: int = 0
     rdf_bound: float = 0.0
-    seed: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("damp", "temperature", "timestep", "mass", "step_scale", "friction_step_scale"):
+        for name in ("round", "seed", "rejections"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"dynamics: {name} must be a positive finite number, got {value!r}")
-        if not (math.isfinite(self.rdf_bound) and self.rdf_bound >= 0):
-            raise ValueError(f"dynamics: rdf_bound must be a finite number >= 0, got {self.rdf_bound!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise ValueError(f"progress: {name} must be an integer, got {value!r}")
         if self.round < 0 or self.rejections < 0 or self.seed < 1:
-            raise ValueError("dynamics: round and rejections must be >= 0 and seed >= 1, got "
+            raise ValueError("progress: round and rejections must be >= 0 and seed >= 1, got "
                              f"{self.round}, {self.rejections}, {self.seed}")
-
-    @property
-    def log_gamma(self) -> float:
-        return -math.log(self.damp)
-
-    def langevin(self, seed: int) -> LangevinSpec:
-        """The Langevin dynamics of this model with random-force seed ``seed``."""
-        return LangevinSpec(self.temperature, self.damp, self.timestep, self.mass, seed=seed)
+        if not isinstance(self.step_scales, dict) or set(self.step_scales) != set(BLOCKS):
+            raise ValueError(f"progress: step_scales must name the blocks {list(BLOCKS)}, got "
+                             f"{self.step_scales!r}")
+        for block, scale in self.step_scales.items():
+            if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (
+                    math.isfinite(scale) and 0 <= scale <= 1):
+                raise ValueError(f"progress: step_scales.{block} must be a number in [0, 1], got {scale!r}")
+        if not (isinstance(self.rdf_bound, (int, float)) and math.isfinite(self.rdf_bound)
+                and self.rdf_bound >= 0):
+            raise ValueError(f"progress: rdf_bound must be a finite number >= 0, got {self.rdf_bound!r}")
 
     def round_seed(self, stage: int) -> int:
         """A distinct, reproducible seed for stage ``stage`` of this round."""
@@ -102,28 +100,32 @@ class DynamicsParameters:
 
 @dataclass
 class TrainingState:
-    """Potential, dynamics and optimiser state of one round."""
+    """Potential, dynamics, round bookkeeping and optimiser state of one round."""
 
     potential: CGPotential
-    dynamics: DynamicsParameters
+    dynamics: Dynamics
+    progress: RoundProgress = field(default_factory=RoundProgress)
     optimizer: dict | None = None
 
+    def parameter_space(self) -> ParameterSpace:
+        """Names, blocks, learning-rate groups and bounds of ϑ."""
+        return ParameterSpace({"potential": potential_parameters(self.potential.parameter_names()),
+                               "dynamics": self.dynamics.parameters()})
+
     def parameter_vector(self) -> np.ndarray:
-        """ϑ = (θ, log γ)."""
-        return np.concatenate([self.potential.theta.numpy(), [self.dynamics.log_gamma]])
+        """ϑ = (θ, the dynamics' own parameters)."""
+        return np.concatenate([self.potential.theta.numpy(), self.dynamics.parameter_values()])
 
-    def parameter_names(self) -> list[str]:
-        return self.potential.parameter_names() + ["log_gamma"]
-
-    def with_parameters(self, vector: np.ndarray, **changes) -> "TrainingState":
-        """A copy with ϑ = ``vector`` (and dynamics fields ``changes``)."""
+    def with_parameters(self, vector: np.ndarray, **progress: Any) -> TrainingState:
+        """A copy with ϑ = ``vector`` (and the bookkeeping fields ``progress`` changed)."""
         vector = np.asarray(vector, dtype=float)
         if not np.all(np.isfinite(vector)):
             raise ValueError("training state: non-finite parameters")
+        space = self.parameter_space()
         potential = CGPotential.from_dict(self.potential.to_dict())
-        potential.set_theta(vector[:-1])
-        dynamics = replace(self.dynamics, damp=float(math.exp(-vector[-1])), **changes)
-        return TrainingState(potential, dynamics, self.optimizer)
+        potential.set_theta(vector[space.block("potential")])
+        dynamics = self.dynamics.with_parameter_values(vector[space.block("dynamics")])
+        return TrainingState(potential, dynamics, replace(self.progress, **progress), self.optimizer)
 
 
 def save_state(directory: str | os.PathLike, state: TrainingState) -> Path:
@@ -136,7 +138,8 @@ def save_state(directory: str | os.PathLike, state: TrainingState) -> Path:
     tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a state directory should not be
     try:
         state.potential.to_json(tmp / POTENTIAL_FILE)
-        write_json(tmp / DYNAMICS_FILE, asdict(state.dynamics))
+        write_json(tmp / DYNAMICS_FILE, state.dynamics.to_dict())
+        write_json(tmp / PROGRESS_FILE, asdict(state.progress))
         if state.optimizer is not None:
             with atomic_path(tmp / OPTIMIZER_FILE) as path:
                 torch.save(state.optimizer, path)
@@ -149,22 +152,39 @@ def save_state(directory: str | os.PathLike, state: TrainingState) -> Path:
     return directory
 
 
+def _read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def _progress(data: Any, path: Path) -> RoundProgress:
+    known = {f.name for f in fields(RoundProgress)}
+    if not isinstance(data, dict) or set(data) - known:
+        extra = sorted(set(data) - known) if isinstance(data, dict) else type(data).__name__
+        raise ValueError(f"{path}: unknown keys {extra}; a progress file has {sorted(known)}")
+    try:
+        return RoundProgress(**data)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+
+
 def load_state(directory: str | os.PathLike) -> TrainingState:
     """Read a state directory written by :func:`save_state`; errors name the file at fault."""
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"training state directory {directory} does not exist")
     potential = CGPotential.from_json(directory / POTENTIAL_FILE)
-    dyn_path = directory / DYNAMICS_FILE
-    if not dyn_path.is_file():
-        raise FileNotFoundError(f"{dyn_path} is missing")
-    try:
-        dynamics = DynamicsParameters(**json.loads(dyn_path.read_text()))
-    except (json.JSONDecodeError, TypeError, ValueError) as exc:
-        raise ValueError(f"{dyn_path}: not a valid dynamics file ({exc})") from exc
+    dynamics_path = directory / DYNAMICS_FILE
+    dynamics = dynamics_from_dict(_read_json(dynamics_path), str(dynamics_path))
+    progress_path = directory / PROGRESS_FILE
+    progress = _progress(_read_json(progress_path), progress_path)
     opt_path = directory / OPTIMIZER_FILE
     try:
         optimizer = torch.load(opt_path, weights_only=True) if opt_path.is_file() else None
     except Exception as exc:  # torch raises several unrelated types for corrupt files
         raise ValueError(f"{opt_path}: not a readable optimiser state ({exc})") from exc
-    return TrainingState(potential, dynamics, optimizer)
+    return TrainingState(potential, dynamics, progress, optimizer)

@@ -16,7 +16,7 @@ coefficients towards the AA RDF (:func:`advcg.imc.imc_update`),
 
 estimated from frames of the round's own CG recording (the window paths, one frame every
 ``frame_interval_fs``): no extra simulation. The target is the AA RDF, a structural, not a kinetic,
-quantity, so this does not put a predefined dynamical target into the generator (METHOD §4);
+quantity, so this does not put a predefined dynamical target into the generator (docs/method.md §4);
 the friction and every non-pair parameter are moved by the adversarial gradient alone.
 ``damping`` α = 0 turns the correction off.
 """
@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from advcg.imc import IMC_MIN_FRAMES as MIN_FRAMES, frame_rdfs, imc_jacobian, imc_newton_step
+from advcg.imc import IMC_MIN_FRAMES as MIN_FRAMES
+from advcg.imc import frame_rdfs, imc_jacobian, imc_newton_step
 from advcg.observables import RDF, rdf_max_abs_diff
 from advcg.potential import CGPotential
 from advcg.trajectory import CGTrajectory
@@ -38,10 +39,10 @@ __all__ = ["MIN_FRAMES", "StructureSettings", "StructureCorrection", "recording_
 
 @dataclass(frozen=True)
 class StructureSettings:
-    """``training.structure_correction`` of the configuration."""
+    """``training.structure_correction`` of the configuration (defaults: the schema)."""
 
-    damping: float = 1.0              # α of the IMC step (0: no correction)
-    frame_interval_fs: float = 50.0   # time between the recording frames used, fs
+    damping: float              # α of the IMC step (0: no correction)
+    frame_interval_fs: float    # time between the recording frames used, fs
 
     def __post_init__(self) -> None:
         if not 0 <= self.damping <= 1:
@@ -49,10 +50,6 @@ class StructureSettings:
         if not self.frame_interval_fs > 0:
             raise ValueError("training.structure_correction.frame_interval_fs must be > 0, got "
                              f"{self.frame_interval_fs}")
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "StructureSettings":
-        return cls(**config["training"]["structure_correction"])
 
 
 @dataclass(frozen=True)

@@ -155,7 +155,7 @@ class CGTrajectory:
         return float((self.times[-1] - self.times[0]) / (self.n_frames - 1))
 
     def slice(self, start: int | None = None, stop: int | None = None,
-              step: int | None = None) -> "CGTrajectory":
+              step: int | None = None) -> CGTrajectory:
         """Frames ``start:stop:step`` as a new trajectory (Python slice semantics).
 
         Raises
@@ -192,7 +192,7 @@ class CGTrajectory:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "CGTrajectory":
+    def load(cls, path: str | os.PathLike) -> CGTrajectory:
         """Read a trajectory written by :meth:`save`.
 
         Raises

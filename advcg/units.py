@@ -44,6 +44,11 @@ def number_density(mass_density: float, molar_mass: float = WATER_MASS) -> float
     return mass_density / molar_mass * AVOGADRO * 1e-24
 
 
+def mass_density(n_molecules: int, volume: float, molar_mass: float = WATER_MASS) -> float:
+    """Mass density in g/cm³ of ``n_molecules`` of ``molar_mass`` g/mol in ``volume`` Å³."""
+    return n_molecules * molar_mass / AVOGADRO / (volume * 1e-24)
+
+
 def diffusion_to_si(slope: float) -> float:
     """Diffusion coefficient in m²/s from D in Å²/fs."""
     return slope * 1e-20 / 1e-15

@@ -3,7 +3,7 @@ r"""Trajectory windows: the samples that the discriminator classifies.
 A window is :math:`w = (X_{t_0}, X_{t_0+\Delta}, \dots, X_{t_0+K\Delta})`, K + 1 frames at lag Δ of
 all beads. Windows of the CG-mapped AA trajectory ("real") are sliced with MDAnalysis from a
 :class:`~advcg.trajectory.CGTrajectory`; windows of CG runs ("generated") come from the per-step
-paths that :class:`~advcg.langevin.GaussianLangevin` records, subsampled at the same lag, so the
+paths that the dynamics' integrators record (:mod:`advcg.dynamics`), subsampled at the same lag, so the
 estimator can use every MD step of the same window.
 """
 
@@ -136,7 +136,7 @@ def slice_windows(traj: CGTrajectory, spec: WindowSpec) -> Windows:
 def windows_from_paths(paths: np.ndarray, box: np.ndarray, lag_steps: int, start_times: np.ndarray,
                        ) -> Windows:
     """Windows from per-step CG paths ``(n_windows, n_steps + 2, n_beads, 3)`` starting one step
-    before the window (as :class:`~advcg.langevin.Recording` keeps them): frames 1, 1 + lag, ...."""
+    before the window (as :class:`~advcg.recording.Recording` keeps them): frames 1, 1 + lag, ...."""
     n_steps = paths.shape[1] - 2
     if n_steps % lag_steps:
         raise ValueError(f"windows: {n_steps} steps are not a whole number of lags of {lag_steps}")

@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import guard_config
+from helpers.rounds import guard_overrides
 
 #: Keys of JSON outputs that are wall-clock times, not results.
 TIMING_KEYS = {"seconds", "estimator_seconds", "structure_seconds"}
@@ -92,7 +92,7 @@ def strip_timings(value):
 def test_a_stage_killed_part_way_leaves_no_partial_file_and_reruns_to_the_same_result(
         stage, round_files, tmp_path):
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump(guard_config()))
+    config.write_text(yaml.safe_dump(guard_overrides()))
     reference_args, reference_outputs = stage_command(stage, round_files, config, tmp_path / "reference")
     duration = run_to_end(reference_args)
 

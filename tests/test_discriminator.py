@@ -1,4 +1,4 @@
-"""Discriminator features are invariant as METHOD §4 asks, and the network separates windows that
+"""Discriminator features are invariant as docs/method.md §4 asks, and the network separates windows that
 differ and does not separate windows that do not."""
 
 import math
@@ -7,8 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from advcg.discriminator import (Discriminator, FeatureSpec, generator_losses, load_discriminator,
-                                 save_discriminator, train_discriminator, window_features)
+from advcg.discriminator import (
+    Discriminator,
+    FeatureSpec,
+    generator_losses,
+    load_discriminator,
+    save_discriminator,
+    train_discriminator,
+    window_features,
+)
 from advcg.windows import Windows
 
 BOX = 14.0

@@ -3,9 +3,18 @@
 import numpy as np
 import pytest
 
-from advcg.engine import (ACCELERATORS, Accelerator, Engine, EngineError, choose_accelerator,
-                          decode_images, has_kokkos_gpu, installed_packages, parse_performance,
-                          template_path)
+from advcg.engine import (
+    ACCELERATORS,
+    Accelerator,
+    Engine,
+    EngineError,
+    choose_accelerator,
+    decode_images,
+    has_kokkos_gpu,
+    installed_packages,
+    parse_performance,
+    template_path,
+)
 
 PERF_LINE = ("Performance: 21.600 ns/day, 1.111 hours/ns, 125.000 timesteps/s, "
              "192.000 katom-step/s\n")

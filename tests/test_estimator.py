@@ -1,4 +1,4 @@
-"""The reweighting estimator (METHOD §5): its scores have zero mean, its baseline and localisation do
+"""The reweighting estimator (docs/method.md §5): its scores have zero mean, its baseline and localisation do
 what they claim, and its gradients agree with central finite differences from independent LAMMPS
 runs at θ ± h within three combined standard errors (proof 2)."""
 
@@ -10,42 +10,14 @@ import pytest
 import torch
 
 from advcg.estimator import EstimatorSpec, estimate_gradient, localisation_weights
-from advcg.export import export_model
-from advcg.langevin import LangevinSpec
-from advcg.potential import CGPotential, PairSpline, SWThreeBody
-from advcg.simulation import CGSystem, RunPlan, build_engine, run_cg
-from advcg.units import WATER_MASS, number_density
+from advcg.potential import CGPotential
+from advcg.simulation import RunPlan
 
-N_BEADS = 216
-R_CUT = 9.0
-TEMPERATURE = 300.0
-DAMP = 100.0
-TIMESTEP = 2.0
-TAU = 250                      # window length in steps (0.5 ps)
+from helpers.systems import DAMP, N_BEADS, TAU, langevin, run, water_like_potential
 
-
-def water_like_potential() -> CGPotential:
-    """A smooth Lennard-Jones-shaped pair term at water density plus the default SW three-body."""
-    r = np.linspace(2.2, R_CUT, 400)
-    phi = 4 * 0.3 * ((3.0 / r) ** 12 - (3.0 / r) ** 6)
-    return CGPotential(PairSpline.fit(r, phi - phi[-1], r_min=2.2, r_cut=R_CUT), SWThreeBody())
-
-
-def lattice_system() -> CGSystem:
-    edge = (N_BEADS / number_density(1.0)) ** (1 / 3)
-    cells = round(N_BEADS ** (1 / 3))
-    grid = np.stack(np.meshgrid(*[np.arange(cells)] * 3, indexing="ij"), -1).reshape(-1, 3)
-    jitter = np.random.default_rng(0).normal(0, 0.1, grid.shape)
-    return CGSystem(grid * edge / cells + jitter, np.full(3, edge), WATER_MASS)
-
-
-def run(potential: CGPotential, damp: float, seed: int, plan: RunPlan, workdir):
-    files = export_model(potential, workdir, n_beads=N_BEADS, density=1.0)
-    engine = build_engine(lattice_system(), files, TEMPERATURE, TIMESTEP, seed, "serial")
-    try:
-        return run_cg(engine, LangevinSpec(TEMPERATURE, damp, TIMESTEP, WATER_MASS, seed=seed), plan)
-    finally:
-        engine.close()
+#: The estimator's settings in training (the schema's defaults: localised θ score, each bead's own
+#: noise terms for log γ).
+SPEC = EstimatorSpec(localisation_radius=5.0, dynamics_localisation_radius=0.0)
 
 
 def window_msd(paths: np.ndarray) -> np.ndarray:
@@ -62,15 +34,12 @@ def windows(tmp_path_factory):
     return potential, rec
 
 
-def dynamics(seed: int = 11) -> LangevinSpec:
-    return LangevinSpec(TEMPERATURE, DAMP, TIMESTEP, WATER_MASS, seed=seed)
-
-
 def test_scores_have_zero_mean(windows):
     """E[S] = 0 for the exact global score: a check of the noise law, σ² and the γ score's terms."""
     potential, rec = windows
     est = estimate_gradient(potential, rec.paths, rec.box, np.ones((len(rec.paths), N_BEADS)),
-                            dynamics(), EstimatorSpec(localisation_radius=math.inf, baseline="none"))
+                            langevin(), EstimatorSpec(localisation_radius=math.inf,
+                                                      dynamics_localisation_radius=0.0, baseline="none"))
     scores = est.global_scores
     mean = scores.mean(axis=0)
     se = scores.std(axis=0, ddof=1) / math.sqrt(len(scores))
@@ -86,7 +55,7 @@ def test_scores_have_zero_mean(windows):
 def test_constant_losses_give_zero_gradient(windows):
     potential, rec = windows
     est = estimate_gradient(potential, rec.paths[:4, :60], rec.box, np.full((4, N_BEADS), 2.5),
-                            dynamics(), EstimatorSpec(localisation_radius=5.0))
+                            langevin(), SPEC)
     np.testing.assert_allclose(est.gradient, 0.0, atol=1e-12)
     assert est.value == pytest.approx(2.5)
 
@@ -104,13 +73,13 @@ def test_localisation_weights_count_neighbours():
 def test_bad_inputs(windows):
     potential, rec = windows
     with pytest.raises(ValueError, match="losses must be"):
-        estimate_gradient(potential, rec.paths[:2], rec.box, np.ones((3, N_BEADS)), dynamics())
+        estimate_gradient(potential, rec.paths[:2], rec.box, np.ones((3, N_BEADS)), langevin(), SPEC)
     losses = np.ones((2, N_BEADS))
     losses[0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
-        estimate_gradient(potential, rec.paths[:2], rec.box, losses, dynamics())
+        estimate_gradient(potential, rec.paths[:2], rec.box, losses, langevin(), SPEC)
     with pytest.raises(ValueError, match="localisation_radius"):
-        EstimatorSpec(localisation_radius=0.0)
+        EstimatorSpec(localisation_radius=0.0, dynamics_localisation_radius=0.0)
 
 
 def _fd_value(potential: CGPotential, damp: float, seed: int, production_steps: int, workdir
@@ -135,13 +104,13 @@ def _shifted(potential: CGPotential, name: str, h: float) -> CGPotential:
 def gradient_check(tmp_path, n_windows: int, fd_steps: int, radius: float = 5.0) -> list[dict]:
     """Estimator vs central finite differences for a pair coefficient, λ and log γ, with the exact
     global log γ score; the log γ row also has training's self-localised estimate
-    (``friction_localisation_radius = 0``) as ``local`` / ``local_se``."""
+    (``dynamics_localisation_radius = 0``) as ``local`` / ``local_se``."""
     torch.set_num_threads(1)
     base = water_like_potential()
     plan = RunPlan.evenly_spaced_windows(n_windows, TAU, 500, 3000)
     rec = run(base, DAMP, 11, plan, tmp_path / "est")
-    est, local = (estimate_gradient(base, rec.paths, rec.box, window_msd(rec.paths), dynamics(),
-                                    EstimatorSpec(localisation_radius=radius, friction_localisation_radius=r))
+    est, local = (estimate_gradient(base, rec.paths, rec.box, window_msd(rec.paths), langevin(),
+                                    EstimatorSpec(localisation_radius=radius, dynamics_localisation_radius=r))
                   for r in (math.inf, 0.0))
     rows = []
     for name, h in (("pair.c[5]", 0.3), ("threebody.lambda", 3.0), ("log_gamma", 0.2)):
@@ -183,7 +152,7 @@ def test_gradient_check(tmp_path):
     three-body gradient on its own (standard error below half the effect)."""
     rows = gradient_check(tmp_path, n_windows=160, fd_steps=100_000)
     _assert_agreement(rows)
-    # training's log γ score keeps each bead's own noise terms (friction_localisation_radius = 0):
+    # training's log γ score keeps each bead's own noise terms (dynamics_localisation_radius = 0):
     # a far smaller error, biased towards zero but of the right sign (both printed above)
     gamma = rows[-1]
     assert gamma["local_se"] < 0.5 * gamma["estimate_se"]

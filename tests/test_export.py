@@ -14,14 +14,26 @@ import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_potential import model, random_box  # noqa: E402
+from advcg.cli import main
+from advcg.dynamics import LangevinDynamics
+from advcg.engine import Engine
+from advcg.export import (
+    ExportedModel,
+    box_length,
+    export_model,
+    pair_commands,
+    table_consistency_flags,
+    write_deck,
+    write_pair_table,
+    write_threebody,
+)
+from advcg.potential import CGPotential, SWThreeBody
+from advcg.units import WATER_MASS
 
-from advcg.cli import main  # noqa: E402
-from advcg.engine import Engine  # noqa: E402
-from advcg.export import (ExportedModel, box_length, export_model, pair_commands,  # noqa: E402
-                          table_consistency_flags, write_deck, write_pair_table, write_threebody)
-from advcg.potential import CGPotential, SWThreeBody  # noqa: E402
+from helpers.potentials import model, random_box
+
+#: The deck's Langevin dynamics (the defaults of ``advcg export``).
+DYNAMICS = LangevinDynamics(temperature=300.0, timestep=2.0, mass=WATER_MASS, damp=100.0)
 
 VARIANTS = ["sw", "sw/angle/table"]
 
@@ -50,7 +62,7 @@ def configuration() -> tuple[np.ndarray, float]:
 def exported(request, tmp_path_factory) -> tuple[CGPotential, ExportedModel]:
     potential = model(request.param)
     outdir = tmp_path_factory.mktemp(request.param.replace("/", "_"))
-    return potential, export_model(potential, outdir, seed=7)
+    return potential, export_model(potential, outdir, DYNAMICS, seed=7)
 
 
 def write_data(path: Path, x: np.ndarray, length: float) -> None:
@@ -163,16 +175,15 @@ def test_deck_runs_with_plain_lmp(exported) -> None:
 def test_bad_inputs_fail_before_lammps(tmp_path: Path) -> None:
     potential = model("sw")
     with pytest.raises(ValueError, match="exceeds half the smallest box edge"):
-        write_deck(potential, tmp_path / "small", n_beads=100, density=0.997, temperature=300.0,
-                   damp_fs=100.0, seed=1)
+        write_deck(potential, tmp_path / "small", n_beads=100, density=0.997, dynamics=DYNAMICS, seed=1)
     with pytest.raises(ValueError, match="exceeds half"):
-        export_model(potential, tmp_path / "small2", n_beads=100)
+        export_model(potential, tmp_path / "small2", DYNAMICS, n_beads=100)
     assert not (tmp_path / "small").exists() and not (tmp_path / "small2").exists()
     negative = CGPotential(potential.pair, SWThreeBody(strength=-1.0))
     with pytest.raises(ValueError, match="lambda >= 0"):
         write_threebody(negative, tmp_path / "x.sw")
     with pytest.raises(ValueError, match="seed"):
-        write_deck(potential, tmp_path / "seed", 512, 0.997, 300.0, 100.0, seed=0)
+        write_deck(potential, tmp_path / "seed", 512, 0.997, DYNAMICS, seed=0)
     with pytest.raises(ValueError, match="r_lo"):
         write_pair_table(potential, tmp_path / "t.table", r_lo=3.0)
     assert box_length(512, 0.997) == pytest.approx(24.8593, abs=1e-4)

@@ -1,14 +1,16 @@
 """The training dynamics: the noise reconstructed from a real LAMMPS run is the Gaussian white
-noise that the path likelihood assumes (METHOD §5, proof 1)."""
+noise that the path likelihood assumes (docs/method.md §5, proof 1)."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
+from advcg.dynamics import LangevinDynamics
+from advcg.dynamics.langevin import path_log_likelihood, reconstruct_noise
 from advcg.engine import Engine
-from advcg.langevin import (GaussianLangevin, LangevinSpec, RecordPlan, path_log_likelihood,
-                            reconstruct_noise)
+from advcg.recording import RecordPlan
 from advcg.units import WATER_MASS
 
 
@@ -27,10 +29,10 @@ def _lj_liquid(engine: Engine, n_cells: int = 6, temperature: float = 300.0) -> 
 
 @pytest.fixture(scope="module")
 def recording():
-    spec = LangevinSpec(temperature=300.0, damp=100.0, timestep=2.0, mass=WATER_MASS, seed=7)
+    spec = LangevinDynamics(temperature=300.0, damp=100.0, timestep=2.0, mass=WATER_MASS)
     with Engine("serial") as engine:
         _lj_liquid(engine)
-        dynamics = GaussianLangevin(engine, spec)
+        dynamics = spec.integrator(engine, seed=7)
         dynamics.run(500)  # equilibrate
         plan = RecordPlan(frame_every=50, window_starts=(100, 700, 1300), window_steps=400,
                           record_forces=True)
@@ -64,7 +66,7 @@ def test_wrong_friction_is_detected(recording):
     ll_right = path_log_likelihood(right, spec.gamma, spec.mass, spec.kT, spec.timestep)
     ll_wrong = path_log_likelihood(wrong, 1.2 * spec.gamma, spec.mass, spec.kT, spec.timestep)
     assert ll_right > ll_wrong
-    predicted = LangevinSpec(spec.temperature, spec.damp / 1.2, spec.timestep, spec.mass).noise_variance
+    predicted = replace(spec, damp=spec.damp / 1.2).noise_variance
     assert abs(wrong.var() / predicted - 1.0) > 0.05
 
 
@@ -80,19 +82,21 @@ def test_frames_and_temperature(recording):
 
 
 def test_same_seed_same_path():
-    spec = LangevinSpec(temperature=300.0, damp=100.0, timestep=2.0, mass=WATER_MASS, seed=3)
+    spec = LangevinDynamics(temperature=300.0, damp=100.0, timestep=2.0, mass=WATER_MASS)
     out = []
     for _ in range(2):
         with Engine("serial") as engine:
             _lj_liquid(engine, n_cells=4)
-            out.append(GaussianLangevin(engine, spec).run(200, RecordPlan(frame_every=100)).frames)
+            out.append(spec.integrator(engine, seed=3).run(200, RecordPlan(frame_every=100)).frames)
     np.testing.assert_array_equal(out[0], out[1])
 
 
 @pytest.mark.parametrize("kwargs", [dict(damp=-1.0), dict(timestep=0.0), dict(temperature=float("nan")),
                                     dict(seed=0)])
 def test_bad_spec(kwargs):
-    base = dict(temperature=300.0, damp=100.0, timestep=2.0, mass=WATER_MASS, seed=1)
+    base = dict(temperature=300.0, damp=100.0, timestep=2.0, mass=WATER_MASS)
+    seed = kwargs.pop("seed", 1)
     base.update(kwargs)
-    with pytest.raises(ValueError, match=next(iter(kwargs))):
-        LangevinSpec(**base)
+    with pytest.raises(ValueError, match=next(iter(kwargs), "seed")), Engine("serial") as engine:
+        _lj_liquid(engine, n_cells=2)
+        LangevinDynamics(**base).integrator(engine, seed)

@@ -7,10 +7,21 @@ import pytest
 
 from advcg import cli, units
 from advcg.engine import Engine, lammps_module
-from advcg.observables import (adf, adf_total_variation, compare_observables, compute_observables,
-                               diffusion_coefficient, msd, msd_ratios, observables_from_json,
-                               observables_to_json, plot_observables, rdf, rdf_max_abs_diff,
-                               save_observables_json)
+from advcg.observables import (
+    adf,
+    adf_total_variation,
+    compare_observables,
+    compute_observables,
+    diffusion_coefficient,
+    msd,
+    msd_ratios,
+    observables_from_json,
+    observables_to_json,
+    plot_observables,
+    rdf,
+    rdf_max_abs_diff,
+    save_observables_json,
+)
 from advcg.trajectory import CGTrajectory
 
 BOX = np.array([20.0, 21.0, 22.0])
@@ -212,7 +223,7 @@ def test_json_roundtrip_plot_and_cli(tmp_path):
     assert np.isnan(metrics["msd_ratios"][50.0])
     save_observables_json(tmp_path / "o.json", obs, metrics, ref)
     saved = json.loads((tmp_path / "o.json").read_text())
-    assert saved["comparison"]["msd_ratios"]["50.0"] is None
+    assert saved["comparison"]["msd_ratios"][-1] == [50.0, None]   # [[lag_ps, ratio], ...], NaN as null
     png = plot_observables(tmp_path / "o.png", obs, ref)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -1,4 +1,4 @@
-"""CG runs without thermostat (the NVE baseline of METHOD §7): velocity Verlet conserves the total
+"""CG runs without thermostat (the NVE baseline of docs/method.md §7): velocity Verlet conserves the total
 energy, frames are evenly spaced, and training windows are refused (they need the Langevin law)."""
 
 import numpy as np
@@ -7,7 +7,7 @@ import pytest
 from advcg.simulation import NVERecording, RunPlan
 from advcg.units import BOLTZMANN
 
-from test_estimator import DAMP, N_BEADS, TEMPERATURE, run, water_like_potential
+from helpers.systems import DAMP, N_BEADS, TEMPERATURE, run, water_like_potential
 
 
 def test_nve_production_conserves_energy(tmp_path):

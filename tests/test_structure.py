@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from advcg.config import load_config
 from advcg.imc import frame_rdfs
 from advcg.observables import RDF
 from advcg.potential import CGPotential, PairSpline
@@ -14,9 +15,8 @@ from advcg.simulation import RunPlan
 from advcg.structure import MIN_FRAMES, StructureSettings, recording_frames, structure_correction
 from advcg.units import WATER_MASS
 
-from conftest import guard_config
-from test_estimator import DAMP, TEMPERATURE, TIMESTEP, run, water_like_potential
-from test_guard import run_update
+from helpers.rounds import guard_overrides, run_update
+from helpers.systems import DAMP, TEMPERATURE, TIMESTEP, run, water_like_potential
 
 #: 40 windows of 0.5 ps, 1 ps apart, after 10 ps: frames every 50 fs give 440 frames.
 PLAN = RunPlan.evenly_spaced_windows(n_windows=40, window_steps=250, spacing_steps=500,
@@ -56,14 +56,15 @@ def test_recording_frames_take_the_shared_frame_of_touching_windows_once():
 
 def test_settings_and_frame_count_are_checked(tmp_path):
     with pytest.raises(ValueError, match="structure_correction.damping"):
-        StructureSettings(damping=1.5)
+        StructureSettings(damping=1.5, frame_interval_fs=50.0)
     with pytest.raises(ValueError, match="frame_interval_fs"):
-        StructureSettings(frame_interval_fs=0.0)
+        StructureSettings(damping=1.0, frame_interval_fs=0.0)
     paths = np.random.default_rng(0).uniform(0, 20, (1, MIN_FRAMES - 1, 50, 3))
     frames = recording_frames(paths, np.full(3, 20.0), np.array([0]), 2.0, 2.0, WATER_MASS)
     target = RDF(r=np.arange(0.025, 9.0, 0.05), g=np.ones(180), bin_width=0.05, n_frames=1)
     with pytest.raises(ValueError, match=r"training\.structure_correction: .* 9 frames"):
-        structure_correction(water_like_potential(), frames, target, TEMPERATURE, StructureSettings())
+        structure_correction(water_like_potential(), frames, target, TEMPERATURE,
+                             StructureSettings(damping=1.0, frame_interval_fs=50.0))
 
 
 def test_one_correction_moves_the_rdf_towards_the_target(tmp_path):
@@ -82,7 +83,8 @@ def test_one_correction_moves_the_rdf_towards_the_target(tmp_path):
                                    kappa=pair.kappa, coefficients=pair.coefficients.detach().numpy() + bump),
                         truth.threebody)
     frames, g_start = window_rdf(start, 12, tmp_path / "start", target)
-    correction = structure_correction(start, frames, target, TEMPERATURE, StructureSettings(damping=1.0))
+    correction = structure_correction(start, frames, target, TEMPERATURE,
+                                      StructureSettings(damping=1.0, frame_interval_fs=50.0))
     corrected = CGPotential(PairSpline(r_min=pair.r_min, r_cut=pair.r_cut, spacing=pair.spacing,
                                        kappa=pair.kappa,
                                        coefficients=start.pair.coefficients.detach().numpy() + correction.delta),
@@ -101,13 +103,13 @@ def test_the_update_adds_the_correction_to_the_adam_step(round_files):
     """Same round, damping 0.5 and 0: the accepted states differ by the reported pair correction."""
     states, reports = {}, {}
     for damping in (0.5, 0.0):
-        config = guard_config()
-        config["training"]["structure_correction"]["damping"] = damping
-        result, out = run_update(round_files, config, f"structure_{damping}")
+        overrides = guard_overrides()
+        overrides["training"]["structure_correction"]["damping"] = damping
+        result, out = run_update(round_files, load_config(None, overrides), f"structure_{damping}")
         assert [e.accepted for e in result.events] == [True]
         states[damping] = result.state.parameter_vector()
         reports[damping] = json.loads((out / "update.json").read_text())["structure_correction"]
-    pair = result.state.potential.pair_slice
+    pair = result.state.potential.pair_slice   # the potential block comes first in ϑ
     difference = states[0.5] - states[0.0]
     print(f"correction: {reports[0.5]}")
     assert reports[0.0]["max_abs_delta"] == 0.0 and reports[0.5]["max_abs_delta"] > 0

@@ -55,9 +55,9 @@ def test_timestep_slice_and_wrapping():
     uneven = CGTrajectory(traj.positions[:3], traj.box[:3], [0.0, 1.0, 3.0])
     assert not uneven.is_uniform
     with pytest.raises(ValueError, match="not equally spaced"):
-        uneven.timestep
+        _ = uneven.timestep
     with pytest.raises(ValueError, match="single-frame"):
-        traj.slice(0, 1).timestep
+        _ = traj.slice(0, 1).timestep
 
 
 def test_save_load_roundtrip(tmp_path):

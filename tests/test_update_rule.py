@@ -1,13 +1,12 @@
 """The update rule of a round: the gradient is soft-thresholded at its standard error, and Adam
-carries no momentum across rounds unless asked to (advcg.training)."""
+carries no momentum across rounds unless asked to (advcg.update_rule)."""
 
 import numpy as np
 
-from advcg.state import DynamicsParameters, TrainingState
-from advcg.training import adam_step, significant_gradient
-from advcg.units import WATER_MASS
+from advcg.state import RoundProgress, TrainingState
+from advcg.update_rule import adam_step, significant_gradient
 
-from test_estimator import DAMP, TEMPERATURE, TIMESTEP, water_like_potential
+from helpers.systems import langevin, water_like_potential
 
 
 def test_significant_gradient_shrinks_each_component_by_its_standard_errors():
@@ -19,8 +18,7 @@ def test_significant_gradient_shrinks_each_component_by_its_standard_errors():
 
 
 def _state() -> TrainingState:
-    return TrainingState(water_like_potential(), DynamicsParameters(
-        damp=DAMP, temperature=TEMPERATURE, timestep=TIMESTEP, mass=WATER_MASS, seed=3))
+    return TrainingState(water_like_potential(), langevin(), RoundProgress(seed=3))
 
 
 def test_without_momentum_a_vanished_gradient_stops_the_parameters():
@@ -34,11 +32,12 @@ def test_without_momentum_a_vanished_gradient_stops_the_parameters():
     v_hat = b2 * (1 - b2) / (1 - b2**2)     # v̂ / g²
     for momentum, second_step in ((0.0, 0.0), (b1, 0.3 * m_hat / np.sqrt(v_hat))):
         state = _state()
-        first, optimizer = adam_step(state, gradient, rates, momentum)
+        first, optimizer = adam_step(state.parameter_vector(), state.optimizer, gradient, rates, momentum)
         np.testing.assert_allclose(first[-1] - state.parameter_vector()[-1], -0.3, rtol=1e-6)
         moved = state.with_parameters(first)
         moved.optimizer = optimizer
-        second, _ = adam_step(moved, np.zeros_like(rates), rates, momentum)
+        second, _ = adam_step(moved.parameter_vector(), moved.optimizer, np.zeros_like(rates), rates,
+                              momentum)
         print(f"momentum {momentum}: second step of log gamma {second[-1] - first[-1]:.4f}")
         np.testing.assert_allclose(abs(second[-1] - first[-1]), second_step, rtol=1e-4, atol=1e-9)
         np.testing.assert_array_equal(second[:-1], first[:-1])

@@ -14,14 +14,21 @@ Export to LAMMPS lives in :mod:`advcg.export`.
 """
 
 from advcg.potential.model import DEFAULT_SKIN, CGPotential, PotentialFileError
-from advcg.potential.neighbors import (Geometry, NeighborList, PairGroup, build_neighbor_list,
-                                       build_pairs)
-from advcg.potential.pair import (DEFAULT_KAPPA, DEFAULT_R_CUT, DEFAULT_R_MIN, DEFAULT_SPACING,
-                                  PairSpline)
-from advcg.potential.threebody import (DEFAULT_A, DEFAULT_ANGLE_INTERVALS, DEFAULT_COS_THETA0,
-                                       DEFAULT_EPSILON, DEFAULT_GAMMA, DEFAULT_LAMBDA,
-                                       DEFAULT_SIGMA, VARIANTS, AngleTableThreeBody, SWThreeBody,
-                                       ThreeBody)
+from advcg.potential.neighbors import Geometry, NeighborList, PairGroup, build_neighbor_list, build_pairs
+from advcg.potential.pair import DEFAULT_KAPPA, DEFAULT_R_CUT, DEFAULT_R_MIN, DEFAULT_SPACING, PairSpline
+from advcg.potential.threebody import (
+                                       DEFAULT_A,
+                                       DEFAULT_ANGLE_INTERVALS,
+                                       DEFAULT_COS_THETA0,
+                                       DEFAULT_EPSILON,
+                                       DEFAULT_GAMMA,
+                                       DEFAULT_LAMBDA,
+                                       DEFAULT_SIGMA,
+                                       VARIANTS,
+                                       AngleTableThreeBody,
+                                       SWThreeBody,
+                                       ThreeBody,
+)
 
 __all__ = ["CGPotential", "PotentialFileError", "PairSpline", "ThreeBody", "SWThreeBody",
            "AngleTableThreeBody", "NeighborList", "Geometry", "PairGroup", "build_neighbor_list",

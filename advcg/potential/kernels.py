@@ -234,8 +234,8 @@ def pair_coefficients_from_moments(moments: torch.Tensor, grid: SplineGrid) -> t
     # per interval m and local function l: sum_q D[l, q] H_q[m] / h
     local = torch.einsum("...qm,lq->...lm", moments[..., :n_intervals], first) / grid.spacing
     out = moments.new_zeros(*moments.shape[:-2], n_intervals + 3)
-    for l in range(4):
-        out[..., l:l + n_intervals] += local[..., l, :]
+    for m in range(4):
+        out[..., m:m + n_intervals] += local[..., m, :]
     return out[..., :n_intervals]
 
 

@@ -22,23 +22,39 @@ import json
 import logging
 import math
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from advcg import io
-from advcg.potential.kernels import (ForceAccumulator, SplineGrid, derivative_tables, leg_tables,
-                                     pair_coefficients_from_moments, pair_forces, pair_vjp_moments,
-                                     threebody_forces, threebody_vjp)
-from advcg.potential.neighbors import (Geometry, NeighborList, PairGroup, build_geometry,
-                                       build_neighbor_list, check_neighbor_list, iter_pair_groups,
-                                       pair_vectors)
-from advcg.potential.scratch import Scratch, shared_scratch
+from advcg.potential.kernels import (
+    ForceAccumulator,
+    SplineGrid,
+    derivative_tables,
+    leg_tables,
+    pair_coefficients_from_moments,
+    pair_forces,
+    pair_vjp_moments,
+    threebody_forces,
+    threebody_vjp,
+)
+from advcg.potential.neighbors import (
+    Geometry,
+    NeighborList,
+    PairGroup,
+    build_geometry,
+    build_neighbor_list,
+    check_neighbor_list,
+    iter_pair_groups,
+    pair_vectors,
+)
 from advcg.potential.pair import PairSpline
-from advcg.potential.threebody import (VARIANTS, AngleTableThreeBody, SWThreeBody, ThreeBody)
+from advcg.potential.scratch import Scratch, shared_scratch
+from advcg.potential.threebody import VARIANTS, AngleTableThreeBody, SWThreeBody, ThreeBody
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +94,7 @@ class _ParameterForces(torch.autograd.Function):
     parameter derivative :meth:`CGPotential.force_parameter_vjp` of the incoming gradient."""
 
     @staticmethod
-    def forward(ctx: Any, theta: torch.Tensor, potential: "CGPotential", positions: torch.Tensor,
+    def forward(ctx: Any, theta: torch.Tensor, potential: CGPotential, positions: torch.Tensor,
                 box: torch.Tensor, groups: tuple[PairGroup, ...]) -> torch.Tensor:
         ctx.potential, ctx.positions, ctx.box, ctx.groups = potential, positions, box, groups
         return potential._forces(positions, box, groups)
@@ -125,7 +141,7 @@ class CGPotential(nn.Module):
         self.neighbor_method = neighbor_method
 
     @classmethod
-    def default(cls, variant: str = "sw", **pair_options: float) -> "CGPotential":
+    def default(cls, variant: str = "sw", **pair_options: float) -> CGPotential:
         """A potential with zero pair coefficients and default three-body values for ``variant``."""
         if variant not in VARIANTS:
             raise ValueError(f"unknown three-body variant {variant!r}; known: {', '.join(VARIANTS)}")
@@ -548,12 +564,12 @@ class CGPotential(nn.Module):
         logger.info("wrote CG potential (%s, %d parameters) to %s", self.variant, self.n_parameters, path)
 
     @classmethod
-    def from_dict(cls, data: dict, source: str = "<dict>") -> "CGPotential":
+    def from_dict(cls, data: dict, source: str = "<dict>") -> CGPotential:
         """Build from :meth:`to_dict` output, validating every key (errors name ``source``)."""
         return _parse(data, source)
 
     @classmethod
-    def from_json(cls, path: str | os.PathLike) -> "CGPotential":
+    def from_json(cls, path: str | os.PathLike) -> CGPotential:
         """Read and validate a parameter file written by :meth:`to_json`.
 
         Raises

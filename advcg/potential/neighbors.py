@@ -18,17 +18,18 @@ Pair search:
 frames (one Verlet list) that share one pair list, the pairs closer than :math:`r_c` in at least one
 of the group's frames, and one triplet list :math:`(j, i, k)` built from the pairs closer than the
 three-body cutoff in at least one frame. Every frame of a group is evaluated with the same index
-arrays, so gathers and scatters move whole rows of frames; pairs and triplets that are out of range in a frame contribute exactly zero there (the
-pair spline and the three-body screening vanish at their cutoffs). Distances are recomputed from
-the positions at every evaluation: on CPU that is cheaper than reading them from a cache, whose
-fresh memory costs more in page faults than the arithmetic.
+arrays, so gathers and scatters move whole rows of frames; pairs and triplets that are out of
+range in a frame contribute exactly zero there (the pair spline and the three-body screening
+vanish at their cutoffs). Distances are recomputed from the positions at every evaluation: on
+CPU that is cheaper than reading them from a cache, whose fresh memory costs more in page faults
+than the arithmetic.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -160,7 +161,7 @@ class NeighborList:
         return [(lo, min(lo + max_frames, stop)) for start, stop, _, _ in self.groups
                 for lo in range(start, stop, max_frames)]
 
-    def frames(self, start: int, stop: int) -> "NeighborList":
+    def frames(self, start: int, stop: int) -> NeighborList:
         """The lists of frames ``start:stop`` (frame indices relative to ``start``)."""
         if not 0 <= start < stop <= self.n_frames:
             raise ValueError(f"frames {start}:{stop} outside the {self.n_frames} frames of the list")

@@ -318,7 +318,7 @@ class PairSpline(nn.Module):
             r_min: float = DEFAULT_R_MIN, r_cut: float = DEFAULT_R_CUT,
             spacing: float = DEFAULT_SPACING, kappa: float = DEFAULT_KAPPA,
             weights: np.ndarray | torch.Tensor | None = None,
-            smoothing: float = 0.0) -> "PairSpline":
+            smoothing: float = 0.0) -> PairSpline:
         r"""Least-squares fit of the coefficients to a tabulated :math:`\phi(r)`.
 
         .. math::

@@ -207,32 +207,6 @@ class ThreeBody(nn.Module):
         f2, df2 = self.radial(r2, sg, cut)
         return f1, df1, f2, df2
 
-    @staticmethod
-    def leg_gradients(d1: torch.Tensor, d2: torch.Tensor, r1: torch.Tensor, r2: torch.Tensor,
-                      cos_theta: torch.Tensor, a1: torch.Tensor, a2: torch.Tensor,
-                      b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        r"""Gradients of :math:`E = F(r_1, r_2, \cos\theta)` w.r.t. the leg vectors.
-
-        .. math::
-
-            \frac{\partial E}{\partial d_1} = A_1 \hat u_1 + \frac{B}{r_1}(\hat u_2 - \cos\theta\,\hat u_1),
-            \qquad
-            \frac{\partial E}{\partial d_2} = A_2 \hat u_2 + \frac{B}{r_2}(\hat u_1 - \cos\theta\,\hat u_2)
-
-        with :math:`A_i = \partial E/\partial r_i`, :math:`B = \partial E/\partial\cos\theta`.
-        Shapes: vectors ``(T, 3)``, scalars ``(T,)`` or ``(T, L)`` (then outputs ``(T, L, 3)``).
-        """
-        u1 = d1 / r1.unsqueeze(-1)
-        u2 = d2 / r2.unsqueeze(-1)
-        t1 = u2 - cos_theta.unsqueeze(-1) * u1
-        t2 = u1 - cos_theta.unsqueeze(-1) * u2
-        if a1.dim() == 2:
-            u1, u2, t1, t2 = (v.unsqueeze(1) for v in (u1, u2, t1, t2))
-            r1, r2 = r1.unsqueeze(-1), r2.unsqueeze(-1)
-        g1 = a1.unsqueeze(-1) * u1 + (b / r1).unsqueeze(-1) * t1
-        g2 = a2.unsqueeze(-1) * u2 + (b / r2).unsqueeze(-1) * t2
-        return g1, g2
-
 
 class SWThreeBody(ThreeBody):
     r"""``sw`` variant: :math:`g(\theta) = \lambda\varepsilon(\cos\theta - \cos\theta_0)^2`.
@@ -403,7 +377,7 @@ class AngleTableThreeBody(ThreeBody):
 
     @classmethod
     def fit(cls, theta: torch.Tensor | np.ndarray, g: torch.Tensor | np.ndarray,
-            n_intervals: int = DEFAULT_ANGLE_INTERVALS, **constants: float) -> "AngleTableThreeBody":
+            n_intervals: int = DEFAULT_ANGLE_INTERVALS, **constants: float) -> AngleTableThreeBody:
         """A new term whose spline is the least-squares fit to ``g(theta)`` (radians, kcal/mol)."""
         return cls(cls.fit_coefficients(theta, g, n_intervals), n_intervals, **constants)
 

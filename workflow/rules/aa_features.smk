@@ -1,4 +1,4 @@
-# Discriminator features of the AA windows ("real"), computed once for all rounds (METHOD §4).
+# Discriminator features of the AA windows ("real"), computed once for all rounds (docs/method.md §4).
 
 
 rule aa_features:

@@ -1,4 +1,4 @@
-# RDF, ADF, MSD and D of the mapped AA trajectory: the reference of every evaluation (METHOD §7).
+# RDF, ADF, MSD and D of the mapped AA trajectory: the reference of every evaluation (docs/method.md §7).
 
 
 rule aa_observables:

@@ -1,5 +1,5 @@
 # Evaluation of training state k (0 = initial, training.rounds = final): a CG run and its RDF,
-# ADF, MSD and D against AA (METHOD §7). Runs beside the next round, which does not need it.
+# ADF, MSD and D against AA (docs/method.md §7). Runs beside the next round, which does not need it.
 # The initial and final states run evaluation.run_ps, the others evaluation.intermediate_run_ps.
 
 

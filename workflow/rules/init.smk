@@ -1,4 +1,4 @@
-# Structural initialisation (METHOD §6): Boltzmann inversion of the AA RDF, then IBI.
+# Structural initialisation (docs/method.md §6): Boltzmann inversion of the AA RDF, then IBI.
 
 
 rule init:

@@ -1,4 +1,4 @@
-# ... mapped to one bead per molecule at the centre of mass, unwrapped (METHOD §1). The input is
+# ... mapped to one bead per molecule at the centre of mass, unwrapped (docs/method.md §1). The input is
 # the generated reference or the user's topology + trajectory (aa.source: file).
 
 

@@ -1,5 +1,5 @@
 # Round k, step 1: the CG Langevin run of state k in LAMMPS, recording every MD step of the
-# training windows in float64 (METHOD §5). The recording is large and temporary: it is deleted
+# training windows in float64 (docs/method.md §5). The recording is large and temporary: it is deleted
 # once cg_features and update of the round have read it.
 
 

@@ -8,7 +8,7 @@ rule state0:
         state=directory(state_dir(0)),
     params:
         config=config_file,
-        settings=settings("init/damp_fs", "temperature", "timestep", "seed", "potential/variant",
+        settings=settings("dynamics", "temperature", "timestep", "seed", "potential/variant",
                           "potential/r_cut"),
     log:
         log_file("state0"),

@@ -1,5 +1,5 @@
 # Round k, step 4: the reweighting estimate of the generator gradient and one Adam step on
-# (theta, log gamma): state k -> state k + 1 (METHOD §5), checked by the divergence guard's probe
+# (theta, log gamma): state k -> state k + 1 (docs/method.md §5), checked by the divergence guard's probe
 # run (advcg.guard); after training.guard.max_rejections rejections the job fails and says why.
 
 
@@ -16,10 +16,10 @@ rule update:
         report="results/rounds/round_{round}/update.json",
     params:
         config=config_file,
-        settings=settings("training/localisation_radius", "training/friction_localisation_radius",
-                          "training/learning_rate", "training/learning_rate_threebody",
-                          "training/learning_rate_lambda",
-                          "training/learning_rate_log_gamma", "training/guard",
+        settings=settings("training/localisation_radius", "training/dynamics_localisation_radius",
+                          "training/learning_rates", "training/momentum",
+                          "training/gradient_noise_threshold", "training/structure_correction",
+                          "training/guard",
                           "training/equilibration_ps"),
     log:
         log_file("update", "round"),
