@@ -1,4 +1,4 @@
-"""Fidelity of CG water models against the AA reference (METHOD §7), measured in one run.
+"""Fidelity of CG water models against the AA reference (docs/method.md §7), measured in one run.
 
 For every model, a CG run started from the last frame of the mapped AA trajectory (same box and
 beads) is compared with AA: RDF max |Δg| over 2–12 Å, ADF total-variation distance (neighbours
@@ -10,7 +10,7 @@ Models:
 * ``--model NAME=DIR``: a trained advcg model, DIR a training state directory (``potential.json``
   + ``dynamics.json``) or the pipeline's ``results/final`` (``parameters.json`` +
   ``dynamics.json``); run with its own learned Langevin damping, time step and temperature;
-* the baselines of METHOD §7, built from an IBI pair-only potential ``--ibi``:
+* the baselines of docs/method.md §7, built from an IBI pair-only potential ``--ibi``:
   "IBI pair-only, NVE" (Langevin equilibration, then production without any thermostat, plain
   velocity Verlet) and "IBI pair-only + Langevin fitted to D" (the damping time whose D matches
   D_AA, found by a secant root find in log damp on short runs, then evaluated like every model).
@@ -24,7 +24,7 @@ Usage (the pair-only IBI potential from ``advcg init --pair-only ... --outdir re
 Writes the Markdown table to ``--out`` (default ``benchmarks/results/fidelity.md``), the numbers
 to the ``.json`` beside it, and overlay plots ``<out>_observables.png`` (RDF, ADF, MSD of every
 model against AA) and ``<out>_msd_ratio.png`` (MSD_CG/MSD_AA against time); ``--update-readme``
-puts the table between ``<!-- fidelity:begin -->`` and ``<!-- fidelity:end -->`` in README.md
+puts the table between ``<!-- fidelity:begin -->`` and ``<!-- fidelity:end -->`` in benchmarks/README.md
 (``--readme-section NAME``: between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->``, e.g. for a
 second AA reference such as TIP4P/2005, titled with ``--case``).
 Every number printed is measured in that run.
@@ -43,30 +43,40 @@ import shlex
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from advcg import units
 from advcg.config import load_config
+from advcg.dynamics import LangevinDynamics, dynamics_from_dict
 from advcg.engine import Accelerator, choose_accelerator, lammps_module
 from advcg.io import atomic_path, replace_marked_section, write_json, write_text
-from advcg.observables import (MSD_RATIO_TIMES_PS, Observables, compare_observables,
-                               compute_observables, diffusion_coefficient, load_observables_json, msd)
+from advcg.observables import (
+    MSD_RATIO_TIMES_PS,
+    Observables,
+    compare_observables,
+    compute_observables,
+    diffusion_coefficient,
+    load_observables_json,
+    msd,
+    msd_ratios_to_json,
+)
 from advcg.potential import CGPotential
 from advcg.simulation import NVERecording, RunPlan, recording_trajectory
-from advcg.state import DYNAMICS_FILE, POTENTIAL_FILE, DynamicsParameters, TrainingState, load_state
+from advcg.stages import EVALUATE, ps_to_steps, run_model
+from advcg.state import DYNAMICS_FILE, POTENTIAL_FILE, RoundProgress, TrainingState, load_state
 from advcg.trajectory import CGTrajectory
-# private helpers of advcg.training (the evaluate stage's export-and-run); see the report
-from advcg.training import EVALUATE, ps_to_steps, run_state
+
 from machine import machine_summary
 
 logger = logging.getLogger("fidelity")
 
 ROOT = Path(__file__).resolve().parent.parent
-#: The project's fidelity goals (METHOD §7 metrics).
+#: The project's fidelity goals (docs/method.md §7 metrics).
 RDF_GOAL = 0.05
 ADF_GOAL = 0.03
 MSD_GOAL = (0.95, 1.05)
@@ -92,9 +102,9 @@ def load_model(directory: Path) -> TrainingState:
                                 f"{DYNAMICS_FILE})")
     try:
         fields = json.loads(dynamics.read_text())
-        return TrainingState(CGPotential.from_json(parameters), DynamicsParameters(**fields))
-    except (json.JSONDecodeError, TypeError) as exc:
+    except json.JSONDecodeError as exc:
         raise ValueError(f"{dynamics}: not a valid dynamics file ({exc})") from exc
+    return TrainingState(CGPotential.from_json(parameters), dynamics_from_dict(fields, str(dynamics)))
 
 
 def threebody_strength(potential: CGPotential) -> float:
@@ -145,10 +155,11 @@ class Run:
 
 def simulate(state: TrainingState, aa: CGTrajectory, settings: RunSettings, label: str,
              run_ps: float | None = None, nve: bool = False) -> tuple[CGTrajectory, NVERecording | None]:
-    """A CG run of ``state`` from the last AA frame (the evaluate stage's run, :func:`advcg.training.run_state`)."""
+    """A CG run of ``state`` from the last AA frame (the evaluate stage's run, :func:`advcg.stages.run_model`)."""
     plan = settings.plan(state.dynamics.timestep, run_ps, nve)
     model_dir = settings.workdir / re.sub(r"[^A-Za-z0-9_.-]+", "_", label)
-    recording = run_state(state, aa, {"accelerator": settings.accelerator}, model_dir, plan, EVALUATE)
+    recording = run_model(state, aa, settings.accelerator, model_dir, plan,
+                          state.progress.round_seed(EVALUATE))
     traj = recording_trajectory(recording, state.dynamics.timestep, state.dynamics.mass)
     return traj, recording if isinstance(recording, NVERecording) else None
 
@@ -243,7 +254,7 @@ def fit_friction(base: TrainingState, aa: CGTrajectory, target: float, settings:
     lo, hi = (t * units.FS_PER_PS for t in fit_range_ps)
     for k in range(max_runs):
         started = time.perf_counter()
-        state = TrainingState(base.potential, replace(base.dynamics, damp=damp))
+        state = TrainingState(base.potential, replace(base.dynamics, damp=damp), base.progress)
         traj, _ = simulate(state, aa, settings, f"fit_{k}", run_ps=run_ps)
         m = msd(traj)
         d = diffusion_coefficient(m.times, m.msd, (lo, hi)).coefficient
@@ -357,7 +368,7 @@ def report_markdown(runs: Sequence[Run], fit: FrictionFit | None, reference: Obs
 
 def save_plots(runs: Sequence[Run], reference: Observables, out: Path) -> list[Path]:
     """RDF/ADF/MSD overlays of every model and AA, and MSD_CG/MSD_AA against time (PNG)."""
-    from matplotlib.figure import Figure   # no pyplot: Agg canvas, no global state
+    from matplotlib.figure import Figure  # no pyplot: Agg canvas, no global state
     from matplotlib.ticker import FormatStrFormatter
 
     fig = Figure(figsize=(15, 4.2), layout="constrained")
@@ -415,7 +426,7 @@ def results_json(runs: Sequence[Run], fit: FrictionFit | None) -> dict[str, Any]
         models.append({
             "name": run.name, "nve": run.nve, "damp_fs": None if run.nve else run.state.dynamics.damp,
             "rdf_max_abs_diff": m["rdf_max_abs_diff"], "adf_total_variation": m["adf_total_variation"],
-            "msd_ratios": {f"{t:g}": clean(v) for t, v in m["msd_ratios"].items()},
+            "msd_ratios": msd_ratios_to_json(m["msd_ratios"]),
             "diffusion_ratio": m["diffusion_ratio"], "goals_met": goals_met(m),
             "run_ps": run.duration_ps, "seconds": run.seconds,
             "nve_temperature": run.nve_temperature, "nve_energy_drift_kT_per_bead": run.nve_energy_drift})
@@ -446,16 +457,16 @@ def parse_args(argv: Sequence[str] | None, config: dict[str, Any]) -> argparse.N
                         metavar="NAME=DIR", help="trained model: state directory or results/final")
     parser.add_argument("--ibi", type=Path, default=None,
                         help="IBI pair-only potential JSON for the two baselines")
-    parser.add_argument("--run-ps", type=float, default=config["evaluation"]["run_ps"],
+    parser.add_argument("--run-ps", type=float, default=config.evaluation.run_ps,
                         help="recorded length of every evaluation run, ps")
-    parser.add_argument("--equilibration-ps", type=float, default=config["training"]["equilibration_ps"])
-    parser.add_argument("--frame-fs", type=float, default=config["evaluation"]["frame_interval_fs"])
-    parser.add_argument("--temperature", type=float, default=config["temperature"], help="baselines, K")
-    parser.add_argument("--timestep", type=float, default=config["timestep"], help="baselines, fs")
-    parser.add_argument("--seed", type=int, default=config["seed"], help="baselines' seed")
-    parser.add_argument("--nve-equilibration-damp", type=float, default=config["init"]["damp_fs"],
+    parser.add_argument("--equilibration-ps", type=float, default=config.training.equilibration_ps)
+    parser.add_argument("--frame-fs", type=float, default=config.evaluation.frame_interval_fs)
+    parser.add_argument("--temperature", type=float, default=config.temperature, help="baselines, K")
+    parser.add_argument("--timestep", type=float, default=config.timestep, help="baselines, fs")
+    parser.add_argument("--seed", type=int, default=config.seed, help="baselines' seed")
+    parser.add_argument("--nve-equilibration-damp", type=float, default=config.dynamics.sections["langevin"]["damp_fs"],
                         help="damping of the NVE baseline's Langevin equilibration, fs")
-    parser.add_argument("--fit-start-damp", type=float, default=config["init"]["damp_fs"],
+    parser.add_argument("--fit-start-damp", type=float, default=config.dynamics.sections["langevin"]["damp_fs"],
                         help="first damping time of the friction fit, fs")
     parser.add_argument("--fit-run-ps", type=float, default=40.0, help="length of each fit run, ps")
     parser.add_argument("--fit-range-ps", type=float, nargs=2, default=(2.0, 20.0), metavar=("LO", "HI"),
@@ -463,7 +474,7 @@ def parse_args(argv: Sequence[str] | None, config: dict[str, Any]) -> argparse.N
     parser.add_argument("--fit-runs", type=int, default=6, help="most fit runs")
     parser.add_argument("--fit-tolerance", type=float, default=0.02, help="stop at |D/D_AA - 1| <= this")
     parser.add_argument("--observable-step", type=int, default=1, help="RDF/ADF on every n-th frame")
-    parser.add_argument("--accelerator", default=config["accelerator"])
+    parser.add_argument("--accelerator", default=config.accelerator)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workdir", type=Path, default=None, help="exported models (default: temporary)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fidelity.md")
@@ -472,7 +483,7 @@ def parse_args(argv: Sequence[str] | None, config: dict[str, Any]) -> argparse.N
     parser.add_argument("--readme-section", default=README_SECTION,
                         help="README markers <!-- NAME:begin --> ... <!-- NAME:end --> (default %(default)s)")
     parser.add_argument("--case", default="", help="name of the AA reference in the table's title")
-    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    parser.add_argument("--readme", type=Path, default=ROOT / "benchmarks" / "README.md")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 10 ps runs, 2 ps equilibration, 3 fit runs of 10 ps (2-5 ps slope)")
     args = parser.parse_args(argv)
@@ -502,7 +513,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.aa_observables is not None:
         reference = load_observables_json(args.aa_observables)
     else:
-        reference = compute_observables(aa, r_max=config["evaluation"]["rdf_r_max"],
+        reference = compute_observables(aa, r_max=config.evaluation.rdf_r_max,
                                         adf_cutoff=ADF_CUTOFF, step=args.observable_step)
     if not math.isclose(reference.adf.cutoff, ADF_CUTOFF):
         logger.warning("the AA ADF has cutoff %.3f Å, not %.1f Å", reference.adf.cutoff, ADF_CUTOFF)
@@ -521,18 +532,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs: list[Run] = []
         for name, state in models:
             runs.append(evaluate(name, state, aa, reference, settings))
-            runs[-1].notes.append(f"round {state.dynamics.round}")
+            runs[-1].notes.append(f"round {state.progress.round}")
         fit = None
         if ibi is not None:
-            base = DynamicsParameters(damp=args.nve_equilibration_damp, temperature=args.temperature,
-                                      timestep=args.timestep, mass=aa.mass, seed=args.seed)
-            runs.append(evaluate(NVE_NAME, TrainingState(ibi, base), aa, reference, settings, nve=True))
+            base = LangevinDynamics(damp=args.nve_equilibration_damp, temperature=args.temperature,
+                                    timestep=args.timestep, mass=aa.mass)
+            progress = RoundProgress(seed=args.seed)
+            runs.append(evaluate(NVE_NAME, TrainingState(ibi, base, progress), aa, reference, settings,
+                                 nve=True))
             if reference.diffusion is None:
                 raise ValueError("the AA reference has no D (shorter than 50 ps): cannot fit friction")
-            fit = fit_friction(TrainingState(ibi, base), aa, reference.diffusion.coefficient, settings,
+            fit = fit_friction(TrainingState(ibi, base, progress), aa, reference.diffusion.coefficient, settings,
                                args.fit_start_damp, args.fit_run_ps, tuple(args.fit_range_ps),
                                args.fit_runs, args.fit_tolerance)
-            fitted = TrainingState(ibi, replace(base, damp=fit.damp))
+            fitted = TrainingState(ibi, replace(base, damp=fit.damp), progress)
             runs.append(evaluate(FITTED_NAME, fitted, aa, reference, settings))
 
     plots = save_plots(runs, reference, args.out)

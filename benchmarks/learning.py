@@ -12,7 +12,7 @@ windows / discriminator / estimator / evaluate.
 Every number it prints is measured in that run. At the end (or alone, with ``--render-only``) the
 rows in ``<workdir>/learning.json`` are written as a Markdown table to ``<workdir>/learning.md``;
 ``--update-readme`` also puts it between ``<!-- learning:begin -->`` and ``<!-- learning:end -->``
-in README.md.
+in benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -25,14 +25,14 @@ import platform
 import time
 from pathlib import Path
 
-import torch
-
-from advcg import training
+from advcg import stages
 from advcg.config import load_config
+from advcg.dynamics import LangevinDynamics
 from advcg.io import replace_marked_section, write_text
 from advcg.observables import compute_observables, save_observables_json
 from advcg.potential import CGPotential
-from advcg.state import DynamicsParameters, TrainingState, save_state
+from advcg.state import RoundProgress, TrainingState, save_state
+from advcg.threads import use_threads
 from advcg.trajectory import CGTrajectory
 
 
@@ -48,14 +48,14 @@ def main() -> None:
     parser.add_argument("--render-only", action="store_true",
                         help="only write the table of an existing <workdir>/learning.json")
     parser.add_argument("--update-readme", action="store_true",
-                        help="put the table between the learning markers of README.md")
+                        help="put the table between the learning markers of benchmarks/README.md")
     args = parser.parse_args()
     if args.render_only:
         render(args.workdir, args.update_readme)
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     config = load_config(args.config)
-    torch.set_num_threads(config["threads"])
+    use_threads(config.threads)
     work = args.workdir
     aa_obs = work / "aa_observables.json"
     aa = CGTrajectory.load(args.aa)
@@ -64,49 +64,43 @@ def main() -> None:
         save_observables_json(aa_obs, compute_observables(aa, r_max=min(12.0, half_box)))
     aa_features = work / "aa_features.pt"
     if not aa_features.exists():
-        training.aa_features(args.aa, config, aa_features)
-    state = TrainingState(CGPotential.from_json(args.init), DynamicsParameters(
-        damp=args.damp / args.friction_factor, temperature=config["temperature"],
-        timestep=config["timestep"], mass=aa.mass, seed=config["seed"]))
+        stages.aa_features(args.aa, aa_features, windows=config.windows)
+    dynamics = LangevinDynamics(damp=args.damp / args.friction_factor, temperature=config.temperature,
+                                timestep=config.timestep, mass=aa.mass)
+    state = TrainingState(CGPotential.from_json(args.init), dynamics, RoundProgress(seed=config.seed))
     save_state(work / "state_0", state)
     rows = []
     previous = None
+    state_dir = work / "state_0"
     for k in range(args.rounds + 1):
         rd = work / f"round_{k}"
-        state_dir = work / f"state_{k}"
         t0 = time.perf_counter()
-        run_ps = None if k in (0, args.rounds) else config["evaluation"]["intermediate_run_ps"]
-        metrics = training.evaluate(state_dir, args.aa, aa_obs, config, rd / "eval", run_ps=run_ps)
+        run_ps = None if k in (0, args.rounds) else config.evaluation.intermediate_run_ps
+        metrics = stages.evaluate(state_dir, args.aa, aa_obs, rd / "eval", evaluation=config.evaluation,
+                                  equilibration_ps=config.training.equilibration_ps,
+                                  accelerator=config.accelerator, run_ps=run_ps)
         t_eval = time.perf_counter() - t0
-        row = {"round": k, "damp_fs": metrics["damp_fs"], "D_ratio": metrics["diffusion_ratio"],
+        row = {"round": k, "damp_fs": metrics["dynamics"]["damp"], "D_ratio": metrics["diffusion_ratio"],
                "adf_tvd": metrics["adf_total_variation"], "rdf_max_dg": metrics["rdf_max_abs_diff"],
                "msd_ratio_1ps": metrics["msd_ratios"].get(1.0), "evaluate_s": t_eval}
         if k < args.rounds:
-            t0 = time.perf_counter()
-            training.simulate(state_dir, args.aa, config, rd)
-            t1 = time.perf_counter()
-            training.cg_features(rd / "recording.npz", rd / "features.pt")
-            t2 = time.perf_counter()
-            d = training.discriminate(aa_features, rd / "features.pt", previous, config, k,
-                                      rd / "discriminator.pt", rd / "discriminator.json")
-            t3 = time.perf_counter()
-            up = training.update(state_dir, rd / "recording.npz", rd / "features.pt",
-                                 rd / "discriminator.pt", args.aa, aa_obs, config,
-                                 work / f"state_{k + 1}", rd / "gradient.json")
-            t4 = time.perf_counter()
-            previous = rd / "discriminator.pt"
-            row.update({"d_accuracy": d["val_accuracy"], "generator_loss": up.estimate.value,
-                        "gradient_snr": up.estimate.global_snr, "step_scale": up.state.dynamics.step_scale,
-                        "friction_step_scale": up.state.dynamics.friction_step_scale,
-                        "rejected": sum(not e.accepted for e in up.events), "simulate_s": t1 - t0,
-                        "windows_s": t2 - t1, "discriminator_s": t3 - t2, "estimator_s": t4 - t3})
+            result = stages.run_round(state_dir, rd, args.aa, aa_features, aa_obs, config, previous)
+            up, seconds = result.update, result.seconds
+            previous, state_dir = result.files.discriminator, result.files.next_state
+            row.update({"d_accuracy": result.discriminator["val_accuracy"],
+                        "generator_loss": up.estimate.value, "gradient_snr": up.estimate.global_snr,
+                        "step_scale": up.state.progress.step_scales["potential"],
+                        "friction_step_scale": up.state.progress.step_scales["dynamics"],
+                        "rejected": sum(not e.accepted for e in up.events),
+                        "simulate_s": seconds["simulate"], "windows_s": seconds["cg_features"],
+                        "discriminator_s": seconds["discriminate"], "estimator_s": seconds["update"]})
         rows.append(row)
         (work / "learning.json").write_text(json.dumps(rows, indent=2))
         print(_format(row), flush=True)
     render(work, args.update_readme)
 
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parent / "README.md"
 COLUMNS = [("round", "round", "d"), ("damp (fs)", "damp_fs", ".1f"), ("D_CG/D_AA", "D_ratio", ".3f"),
            ("MSD ratio 1 ps", "msd_ratio_1ps", ".3f"), ("ADF TVD", "adf_tvd", ".3f"),
            ("RDF max\\|Δg\\|", "rdf_max_dg", ".3f"), ("D accuracy", "d_accuracy", ".3f"),

@@ -11,7 +11,7 @@ the jobs' Snakemake benchmark files (``results/benchmarks/``) and the trained mo
 
 Every number printed is measured in that run. The Markdown goes to ``--out`` (default
 ``benchmarks/results/pipeline_time.md``); ``--update-readme`` also puts it between
-``<!-- pipeline-time:begin -->`` and ``<!-- pipeline-time:end -->`` in README.md. Run it on an
+``<!-- pipeline-time:begin -->`` and ``<!-- pipeline-time:end -->`` in benchmarks/README.md. Run it on an
 otherwise idle machine: the number is a wall time.
 """
 
@@ -32,6 +32,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from advcg.io import replace_marked_section, write_text
+
 from machine import machine_summary
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,6 +65,11 @@ def stage_times(benchmarks: Path) -> dict[str, dict[str, float]]:
     return dict(sorted(stages.items(), key=lambda item: order.get(item[0], len(order))))
 
 
+def _learned(dynamics: dict) -> str:
+    return ", ".join(f"{k} {v:.4g}" for k, v in dynamics.items()
+                     if k not in ("kind", "temperature", "timestep", "mass"))
+
+
 def _fmt(value: float | None) -> str:
     return "n/a (run too short)" if value is None else f"{value:.3f}"
 
@@ -88,7 +94,7 @@ def render(result: dict) -> str:
     total = sum(t["seconds"] for t in result["stages"].values())
     lines += [f"| all jobs | {sum(t['jobs'] for t in result['stages'].values()):.0f} | {total:.0f} | |", "",
               f"Trained model (round {final['round']}, `results/final/metrics.json`, "
-              f"{final['variant']}): damping {final['damp_fs']:.4g} fs, RDF max|Δg| "
+              f"{final['variant']}, {final['dynamics']['kind']} dynamics {_learned(final['dynamics'])}): RDF max|Δg| "
               f"{_fmt(final['rdf_max_abs_diff'])}, ADF TVD {_fmt(final['adf_total_variation'])}, "
               f"D_CG/D_AA {_fmt(final['diffusion_ratio'])}."]
     return "\n".join(lines) + "\n"
@@ -102,7 +108,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="clone here (default: temporary)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "pipeline_time.md")
     parser.add_argument("--update-readme", action="store_true")
-    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    parser.add_argument("--readme", type=Path, default=ROOT / "benchmarks" / "README.md")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="advcg_pipeline_") as scratch:

@@ -7,10 +7,10 @@ Four tables, every number measured by this script in this run:
    (:func:`advcg.reference.run_aa_reference`, 512 molecules, short run): ns/day from LAMMPS's own
    ``Performance:`` line, and their ratio (goal >= 50x).
 2. **Python-driven overhead.** The same exported potential and system size run from Python the way
-   training runs it (:func:`advcg.simulation.run_cg`: ``fix nve`` + the Gaussian Langevin
+   training runs it (:func:`advcg.simulation.run_cg`: ``fix nve`` + the Langevin dynamics'
    ``fix external`` callback), without and with the every-step window recording of a training round,
    against the plain deck: extra time per step in % (goal <= 5 %).
-3. **One round.** The round's stages of :mod:`advcg.training` on the 512-bead system with the
+3. **One round.** The round's stages of :mod:`advcg.stages` on the 512-bead system with the
    default configuration (``config/config.yaml``; ``--windows`` reduces the window count):
    simulate, CG features, discriminator training, update (the estimator,
    :func:`advcg.estimator.estimate_gradient`, plus one Adam step); estimator + discriminator time
@@ -37,7 +37,7 @@ Usage::
         --beads results/aa/beads.npz --update-readme          # the benchmark (quiet machine)
 
 The tables are printed as Markdown and written to ``--out`` (atomically); ``--update-readme``
-also replaces the text between ``<!-- speed:begin -->`` and ``<!-- speed:end -->`` in README.md.
+also replaces the text between ``<!-- speed:begin -->`` and ``<!-- speed:end -->`` in benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -54,18 +54,20 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
 from advcg import io
+
 from machine import cpu_model
 
 ROOT = Path(__file__).resolve().parent.parent
-README = ROOT / "README.md"
+README = ROOT / "benchmarks" / "README.md"
 README_SECTION = "speed"       # README markers <!-- speed:begin --> ... <!-- speed:end -->
 
 GOAL_CG_OVER_AA = 50.0        # CG ns/day / AA ns/day >=
@@ -96,7 +98,7 @@ class Settings:
     scaling_min_steps: int    # plain-deck steps at the largest sizes (steps scale as 1/N)
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "Settings":
+    def from_args(cls, args: argparse.Namespace) -> Settings:
         """Quick (development) or full settings, with the command line's overrides."""
         quick = bool(args.quick)
         return cls(threads=args.threads, quick=quick,
@@ -249,11 +251,20 @@ def stage_invert(a: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def stage_state(a: dict[str, Any]) -> dict[str, Any]:
-    """Training state 0 of the potential (:func:`advcg.pipeline.initial_state`)."""
-    from advcg.pipeline import initial_state
+def typed(config: dict[str, Any]):
+    """The typed configuration (:class:`advcg.config.Config`) of a validated mapping."""
+    from advcg.config import build_config, validate_config
 
-    initial_state(a["potential"], a["config"], a["output"])
+    return build_config(validate_config(config, "<benchmark>"))
+
+
+def stage_state(a: dict[str, Any]) -> dict[str, Any]:
+    """Training state 0 of the potential (:func:`advcg.stages.initial_state`)."""
+    from advcg.stages import initial_state
+
+    config = typed(a["config"])
+    initial_state(a["potential"], a["output"], potential=config.potential, dynamics=config.dynamics,
+                  temperature=config.temperature, timestep=config.timestep, seed=config.seed)
     return {}
 
 
@@ -273,16 +284,17 @@ def stage_replicate(a: dict[str, Any]) -> dict[str, Any]:
 def stage_python_cg(a: dict[str, Any]) -> dict[str, Any]:
     """The exported model run from Python with the training dynamics (optionally recording
     windows); LAMMPS's performance figures of the production run."""
+    from advcg.dynamics import LangevinDynamics
     from advcg.export import export_model
-    from advcg.langevin import LangevinSpec
-    from advcg.simulation import CGSystem, RunPlan, build_engine, run_cg
     from advcg.potential import CGPotential
+    from advcg.simulation import CGSystem, RunPlan, build_engine, run_cg
     from advcg.trajectory import CGTrajectory
 
     system = CGSystem.from_trajectory(CGTrajectory.load(a["beads"]), -1)
-    model = export_model(CGPotential.from_json(a["potential"]), a["model_dir"], n_beads=system.n_beads,
-                         density=a["density"], temperature=a["temperature"], damp_fs=a["damp"],
-                         timestep=a["timestep"])
+    dynamics = LangevinDynamics(temperature=a["temperature"], timestep=a["timestep"], mass=system.mass,
+                                damp=a["damp"])
+    model = export_model(CGPotential.from_json(a["potential"]), a["model_dir"], dynamics,
+                         n_beads=system.n_beads, density=a["density"])
     log = Path(a["model_dir"]) / f"log.{a['tag']}.lammps"
     engine = build_engine(system, model, a["temperature"], a["timestep"], velocity_seed=7,
                           log_file=str(log))
@@ -292,7 +304,7 @@ def stage_python_cg(a: dict[str, Any]) -> dict[str, Any]:
                                                  a["equilibration"])
         else:
             plan = RunPlan(a["equilibration"], a["production"])
-        run_cg(engine, LangevinSpec(a["temperature"], a["damp"], a["timestep"], system.mass, seed=3), plan)
+        run_cg(engine, dynamics, 3, plan)
         performance = engine.performance()
         description = engine.accelerator.describe()
     finally:
@@ -302,41 +314,45 @@ def stage_python_cg(a: dict[str, Any]) -> dict[str, Any]:
 
 
 def stage_simulate(a: dict[str, Any]) -> dict[str, Any]:
-    """:func:`advcg.training.simulate` (the round's CG run), timed whole and its LAMMPS part."""
-    from advcg import training
+    """:func:`advcg.stages.simulate` (the round's CG run), timed whole and its LAMMPS part."""
+    from advcg import stages
 
-    with timed_calls(training, "run_cg") as lammps:
+    config = typed(a["config"])
+    with timed_calls(stages, "run_cg") as lammps:
         started = time.perf_counter()
-        training.simulate(Path(a["state"]), Path(a["beads"]), a["config"], Path(a["outdir"]))
+        stages.simulate(Path(a["state"]), Path(a["beads"]), Path(a["outdir"]), windows=config.windows,
+                        training=config.training, accelerator=config.accelerator)
         seconds = time.perf_counter() - started
     return {"seconds": seconds, "lammps_seconds": sum(lammps)}
 
 
 def stage_aa_features(a: dict[str, Any]) -> dict[str, Any]:
-    """:func:`advcg.training.aa_features` (once per training), timed."""
-    from advcg import training
+    """:func:`advcg.stages.aa_features` (once per training), timed."""
+    from advcg import stages
 
     started = time.perf_counter()
-    training.aa_features(Path(a["beads"]), a["config"], Path(a["output"]))
+    stages.aa_features(Path(a["beads"]), Path(a["output"]), windows=typed(a["config"]).windows)
     return {"seconds": time.perf_counter() - started}
 
 
 def stage_cg_features(a: dict[str, Any]) -> dict[str, Any]:
-    """:func:`advcg.training.cg_features` (the round's CG windows), timed."""
-    from advcg import training
+    """:func:`advcg.stages.cg_features` (the round's CG windows), timed."""
+    from advcg import stages
 
     started = time.perf_counter()
-    training.cg_features(Path(a["recording"]), Path(a["output"]))
+    stages.cg_features(Path(a["recording"]), Path(a["output"]))
     return {"seconds": time.perf_counter() - started}
 
 
 def stage_discriminate(a: dict[str, Any]) -> dict[str, Any]:
-    """:func:`advcg.training.discriminate` (fresh network, the configuration's settings), timed."""
-    from advcg import training
+    """:func:`advcg.stages.discriminate` (fresh network, the configuration's settings), timed."""
+    from advcg import stages
 
+    config = typed(a["config"])
     started = time.perf_counter()
-    training.discriminate(Path(a["aa_features"]), Path(a["cg_features"]), None, a["config"], 1,
-                          Path(a["checkpoint"]), Path(a["log"]))
+    stages.discriminate(Path(a["aa_features"]), Path(a["cg_features"]), None, Path(a["checkpoint"]),
+                        Path(a["log"]), settings=config.training.discriminator, seed=config.seed,
+                        round_index=1)
     return {"seconds": time.perf_counter() - started}
 
 
@@ -352,20 +368,22 @@ def stage_aa_observables(a: dict[str, Any]) -> dict[str, Any]:
 
 
 def stage_update(a: dict[str, Any]) -> dict[str, Any]:
-    """:func:`advcg.training.update` timed whole, with its estimator call, the estimator's
+    """:func:`advcg.stages.update` timed whole, with its estimator call, the estimator's
     localisation weights and the divergence guard's probe runs timed separately."""
-    from advcg import estimator, training
+    from advcg import estimator, stages
     from advcg.guard import DivergenceError
 
+    config = typed(a["config"])
     outcome = "accepted"
-    with timed_calls(training, "estimate_gradient") as estimate, \
+    with timed_calls(stages, "estimate_gradient") as estimate, \
             timed_calls(estimator, "localisation_weights") as localisation, \
-            timed_calls(training, "probe") as probes:
+            timed_calls(stages, "probe") as probes:
         started = time.perf_counter()
         try:
-            training.update(Path(a["state"]), Path(a["recording"]), Path(a["cg_features"]),
-                            Path(a["discriminator"]), Path(a["beads"]), Path(a["aa_observables"]),
-                            a["config"], Path(a["out_state"]), Path(a["report"]))
+            stages.update(Path(a["state"]), Path(a["recording"]), Path(a["cg_features"]),
+                          Path(a["discriminator"]), Path(a["beads"]), Path(a["aa_observables"]),
+                          Path(a["out_state"]), Path(a["report"]), windows=config.windows,
+                          training=config.training, accelerator=config.accelerator)
         except DivergenceError:
             outcome = "rejected (divergence guard)"
         seconds = time.perf_counter() - started
@@ -376,26 +394,23 @@ def stage_update(a: dict[str, Any]) -> dict[str, Any]:
 def stage_estimate(a: dict[str, Any]) -> dict[str, Any]:
     """:func:`advcg.estimator.estimate_gradient` alone on a round's recording, with the generator
     losses of its discriminator and the configuration's estimator settings, timed."""
-    from dataclasses import fields
-
-    from advcg import estimator, training
+    from advcg import estimator, stages
     from advcg.discriminator import generator_losses, load_discriminator
+    from advcg.recording import Recording
     from advcg.state import load_state
 
     state = load_state(a["state"])
-    recording = training.load_recording(Path(a["recording"]))
+    recording = Recording.load(Path(a["recording"]))
     model, _, _ = load_discriminator(a["discriminator"])
-    losses = generator_losses(model, training.load_features(Path(a["cg_features"])))
-    settings = {f.name: a["config"]["training"][f.name] for f in fields(estimator.EstimatorSpec)
-                if f.name in a["config"]["training"]}
-    dynamics = state.dynamics.langevin(state.dynamics.round_seed(training.SIMULATE))
+    losses = generator_losses(model, stages.load_features(Path(a["cg_features"])))
     with timed_calls(estimator, "localisation_weights") as localisation:
         started = time.perf_counter()
-        estimate = estimator.estimate_gradient(state.potential, recording["paths"], recording["box"],
-                                               losses, dynamics, estimator.EstimatorSpec(**settings))
+        estimate = estimator.estimate_gradient(state.potential, recording.paths, recording.box, losses,
+                                               state.dynamics, typed(a["config"]).training.estimator,
+                                               recording.auxiliary)
         seconds = time.perf_counter() - started
     return {"seconds": seconds, "localisation_seconds": sum(localisation),
-            "n_windows": len(estimate.per_window), "window_steps": int(recording["paths"].shape[1] - 2)}
+            "n_windows": len(estimate.per_window), "window_steps": int(recording.paths.shape[1] - 2)}
 
 
 def stage_environment(a: dict[str, Any]) -> dict[str, Any]:
@@ -421,12 +436,15 @@ def stage_potential_info(a: dict[str, Any]) -> dict[str, Any]:
 
 def stage_export(a: dict[str, Any]) -> dict[str, Any]:
     """Export the potential with a plain-``lmp`` deck (:func:`advcg.export.export_model`)."""
+    from advcg.dynamics import LangevinDynamics
     from advcg.export import export_model
     from advcg.potential import CGPotential
+    from advcg.units import WATER_MASS
 
-    model = export_model(CGPotential.from_json(a["potential"]), a["outdir"], n_beads=a["n_beads"],
-                         density=a["density"], temperature=a["temperature"], damp_fs=a["damp"],
-                         timestep=a["timestep"])
+    dynamics = LangevinDynamics(temperature=a["temperature"], timestep=a["timestep"], mass=WATER_MASS,
+                                damp=a["damp"])
+    model = export_model(CGPotential.from_json(a["potential"]), a["outdir"], dynamics,
+                         n_beads=a["n_beads"], density=a["density"])
     return {"deck": str(model.deck)}
 
 
@@ -469,7 +487,7 @@ def benchmark_config(stage: StageRunner, potential: Path | None, threads: int) -
     overrides: dict[str, Any] = {"threads": threads}
     if potential is not None:
         overrides["potential"] = stage("potential_info", potential=str(potential)).values
-    return load_config(None, overrides)
+    return load_config(None, overrides).to_dict()
 
 
 def with_overrides(config: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -486,10 +504,10 @@ def with_overrides(config: dict[str, Any], overrides: dict[str, Any]) -> dict[st
 def bead_density(beads: Path) -> float:
     """Mass density (g/cm³) of the last frame of a bead trajectory."""
     from advcg.trajectory import CGTrajectory
-    from advcg.units import AVOGADRO
+    from advcg.units import mass_density
 
     traj = CGTrajectory.load(beads)
-    return float(traj.n_beads * traj.mass / AVOGADRO / (np.prod(traj.box[-1]) * 1e-24))
+    return mass_density(traj.n_beads, float(np.prod(traj.box[-1])), traj.mass)
 
 
 def prepare(args: argparse.Namespace, settings: Settings, stage: StageRunner, workdir: Path) -> Inputs:
@@ -517,7 +535,7 @@ def export_deck(stage: StageRunner, inputs: Inputs, outdir: Path, n_beads: int) 
     config = inputs.config
     return Path(stage("export", potential=str(inputs.potential), outdir=str(outdir), n_beads=n_beads,
                       density=inputs.density, temperature=config["temperature"],
-                      damp=config["init"]["damp_fs"], timestep=config["timestep"]).values["deck"])
+                      damp=config["dynamics"]["langevin"]["damp_fs"], timestep=config["timestep"]).values["deck"])
 
 
 def _best(values: list[float]) -> float:
@@ -536,7 +554,7 @@ def measure_cg_runs(inputs: Inputs, settings: Settings, stage: StageRunner, work
     n_windows = max(1, (settings.cg_steps - 2) // spacing)
     common = dict(beads=str(inputs.beads), potential=str(inputs.potential), model_dir=str(workdir / "python_512"),
                   density=inputs.density, temperature=config["temperature"],
-                  damp=config["init"]["damp_fs"], timestep=dt, equilibration=settings.cg_equilibration,
+                  damp=config["dynamics"]["langevin"]["damp_fs"], timestep=dt, equilibration=settings.cg_equilibration,
                   n_windows=n_windows, spacing_steps=spacing)
     production = 2 + n_windows * spacing
     rates: dict[str, list[float]] = {"plain": [], "callback": [], "recording": []}
@@ -831,7 +849,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"written to {args.out} ({time.perf_counter() - started:.0f} s in all)")
     if args.update_readme:
         io.replace_marked_section(README, README_SECTION, markdown)
-        print(f"README.md updated between its {README_SECTION} markers")
+        print(f"{README} updated between its {README_SECTION} markers")
     return 0
 
 
