@@ -354,6 +354,21 @@ def test_potential_files_are_read_as_strictly_as_the_configuration(model, tmp_pa
     assert_nothing_written(tmp_path / "state")
 
 
+def test_absurd_temperatures_are_refused_by_export_and_state_init(model, tmp_path, caplog, capsys) -> None:
+    """Finite but unphysical: 1e300 K on the command line and in the configuration."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["export", "--parameters", str(model["potential"]), "--outdir", str(tmp_path / "export"),
+                  "--temperature", "1e300"])
+    assert exit_info.value.code == 2
+    assert "argument --temperature: 1e300 is out of range: must be <= 1000 K" in capsys.readouterr().err
+    assert_nothing_written(tmp_path / "export")
+    config = _config(tmp_path, "hot", temperature=1e300)
+    assert_refused(*advcg(caplog, "state-init", "--config", config, "--potential", model["potential"],
+                          "--outdir", tmp_path / "state"),
+                   r"hot\.yaml: invalid configuration", r"temperature: 1e\+300 is greater than the maximum of 1000")
+    assert_nothing_written(tmp_path / "state")
+
+
 @pytest.mark.parametrize("option, value, expected", [
     ("--temperature", "-5", "temperature must be finite and > 0, got -5.0"),
     ("--timestep", "-2", "timestep must be finite and > 0, got -2.0"),
