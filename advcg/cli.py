@@ -225,12 +225,24 @@ def _register_aa_reference(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_map(args: argparse.Namespace) -> None:
+    from advcg.config import load_config
     from advcg.mapping import map_to_beads
 
+    config = load_config(args.config) if args.config else None
     traj = map_to_beads(args.topology, args.trajectory or None, format=args.format,
                         topology_format=args.topology_format, dt_ps=args.dt_ps, start=args.start,
                         stop=args.stop, step=args.step, water_only=not args.any_liquid,
                         check_density=not args.any_density)
+    if config is not None:
+        from advcg.training import window_spec
+        from advcg.windows import check_frame_spacing
+
+        try:
+            check_frame_spacing(window_spec(config), traj.timestep if traj.n_frames > 1 else None,
+                                traj.n_frames)
+        except ValueError as exc:
+            files = " + ".join([args.topology, *args.trajectory])
+            raise ValueError(f"{files} cannot be used with the configuration {args.config}: {exc}") from exc
     traj.save(args.output)
 
 
@@ -256,6 +268,9 @@ def _register_map(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--any-liquid", action="store_true", help="accept molecules that are not water")
     p.add_argument("--any-density", action="store_true",
                    help="accept water far from 1 g/cm^3 (default: refuse outside 0.5-1.5 g/cm^3)")
+    p.add_argument("--config", default=None,
+                   help="configuration YAML: refuse a trajectory whose frame spacing or length its "
+                        "windows.* cannot use, before anything is written (the pipeline passes it)")
     p.add_argument("--output", required=True, type=output_path(),
                    help="output CG trajectory (.npz format, written under exactly this name)")
     p.set_defaults(func=_cmd_map, check=_check_map)
