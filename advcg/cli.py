@@ -55,7 +55,7 @@ def number(kind: type[int | float] = float, *, above: float | None = None,
             raise argparse.ArgumentTypeError(f"{text} is out of range: must be {requirement}")
         return value
 
-    parse.__name__ = kind.__name__   # argparse's "invalid <name> value" for errors it makes itself
+    parse.__name__ = kind.__name__   # what the option takes (tests/test_cli_matrix.py finds options by it)
     return parse
 
 
