@@ -7,10 +7,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from advcg.io import (atomic_open, atomic_path, check_output_path, replace_marked_section, save_npz,
-                      write_json)
 from helpers.paths import unwritable_directory
+
+from advcg.io import (
+    atomic_open,
+    atomic_path,
+    check_output_path,
+    replace_marked_section,
+    save_npz,
+    write_json,
+)
 
 
 def test_replace_marked_section_keeps_the_markers_and_the_rest(tmp_path):
@@ -86,9 +92,9 @@ def test_a_writer_that_adds_a_suffix_is_refused_not_lost(tmp_path):
     """matplotlib, like np.savez, appends its format's suffix to a name without one."""
     from matplotlib.figure import Figure
 
-    with pytest.raises(ValueError, match=r"plot: the writer produced \['plot\.png'\] instead of 'plot'"):
-        with atomic_path(tmp_path / "plot") as tmp:
-            Figure().savefig(tmp)
+    with pytest.raises(ValueError, match=r"plot: the writer produced \['plot\.png'\] instead of 'plot'"), \
+            atomic_path(tmp_path / "plot") as tmp:
+        Figure().savefig(tmp)
     assert _listing(tmp_path) == set()
 
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers.water import write_lammps_water
 
 from advcg import cli
-from helpers.water import write_lammps_water
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO / "config" / "config.yaml"
@@ -39,11 +39,11 @@ def _map(caplog, topology: Path, trajectory: Path, output: Path) -> tuple[int, s
 
 
 @pytest.mark.parametrize("frame_dt, n_frames, expected", [
-    (40.0, 40, r"lag 100\.0 fs is not a whole number of the trajectory's 40\.0 fs frame spacing "
-               r"\(2\.5 frames\): set windows\.lag_fs to a multiple of 40\.0 fs \(e\.g\. 80 or 120\)"),
+    (40.0, 40, (r"lag 100\.0 fs is not a whole number of the trajectory's 40\.0 fs frame spacing "
+                r"\(2\.5 frames\): set windows\.lag_fs to a multiple of 40\.0 fs \(e\.g\. 80 or 120\)")),
     (120.0, 40, r"frames are 120\.0 fs apart, coarser than the window lag windows\.lag_fs = 100\.0 fs"),
-    (50.0, 8, r"a window of 500\.0 fs is longer than the trajectory \(350\.0 fs, 8 frames\): lower "
-              r"windows\.n_lags or windows\.lag_fs"),
+    (50.0, 8, (r"a window of 500\.0 fs is longer than the trajectory \(350\.0 fs, 8 frames\): lower "
+               r"windows\.n_lags or windows\.lag_fs")),
     (20.0, 4, r"a window has n_lags \+ 1 = 6 frames"),
 ])
 def test_map_refuses_frames_the_windows_cannot_use(tmp_path, caplog, frame_dt, n_frames, expected) -> None:
@@ -83,12 +83,13 @@ def _snakemake(workdir: Path, *targets: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     return subprocess.run([sys.executable, "-m", "snakemake", *targets, "--cores", "2", "--printshellcmds",
                            "--configfile", "config/user.yaml"], cwd=workdir, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600,
+                          check=False)
 
 
 def _started(output: str) -> set[str]:
     """The advcg subcommands of the jobs Snakemake started (their shell commands, --printshellcmds)."""
-    return set(re.findall(r"^Shell command: advcg ([\w-]+) ", output, re.M))
+    return set(re.findall(r"^Shell command: advcg ([\w-]+) ", output, re.MULTILINE))
 
 
 def test_the_pipeline_stops_in_the_map_job_naming_the_key(tmp_path) -> None:

@@ -26,7 +26,7 @@ def water_universe(n_side: int, n_frames: int, frame_dt_fs: float, seed: int = 0
     grid = np.stack(np.meshgrid(*[np.arange(n_side)] * 3, indexing="ij"), -1).reshape(-1, 3)
     com = (grid + 0.5) * box / n_side + np.cumsum(rng.normal(0, 0.05, (n_frames, n, 3)), axis=0)
     local = GEOMETRY - MASSES @ GEOMETRY / MASSES.sum()
-    q, r = np.linalg.qr(rng.normal(size=(n, 3, 3)))
+    q, _ = np.linalg.qr(rng.normal(size=(n, 3, 3)))
     rotations = q * np.sign(np.linalg.det(q))[:, None, None]
     atoms = (com[:, :, None, :] + np.einsum("mij,aj->mai", rotations, local)).reshape(n_frames, 3 * n, 3)
     u = mda.Universe.empty(3 * n, n_residues=n, atom_resindex=np.repeat(np.arange(n), 3), trajectory=True)
