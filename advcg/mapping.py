@@ -10,6 +10,11 @@ time: each frame-to-frame displacement is taken at its minimum image, so beads n
 the box. Wrapped and already-unwrapped inputs give the same continuous track, provided no bead
 moves more than half a box edge between the frames read.
 
+What the topology calls a molecule must be one in every frame read (:func:`check_molecules`):
+water's O–H and H–H distances, and every bond of the topology no longer than
+:data:`MAX_BOND_LENGTH`. A trajectory whose atoms are in another order than the topology's
+(or of another system with as many atoms) is refused, not mapped to wrong centres.
+
 Molecules come from the topology, in this order: GROMACS molecule numbers (``molnums``, TPR),
 bonded fragments (LAMMPS data, PSF, TPR), residues (GRO, PDB). Times are converted from
 MDAnalysis's ps to fs once, here.
@@ -36,6 +41,17 @@ WATER_MASS_TOLERANCE = 0.05
 #: far outside this range the box is wrong (units, a cut trajectory, a gas), and a CG water
 #: model learned or run there is meaningless.
 WATER_DENSITY_RANGE = (0.5, 1.5)
+
+#: Intramolecular distances (Å) accepted in water: O–H and H–H of rigid and flexible models
+#: (SPC/E 1.0 and 1.633, TIP4P/2005 0.9572 and 1.5139, flexible models within ~0.1 of theirs)
+#: and massless sites (TIP4P's M, TIP5P's lone pairs) within :data:`WATER_SITE_MAX` of the
+#: oxygen. Atoms of different molecules are ~1.8 Å (a hydrogen bond) and more apart.
+WATER_OH_RANGE = (0.85, 1.15)
+WATER_HH_RANGE = (1.35, 1.85)
+WATER_SITE_MAX = 1.0
+#: Longest bond (Å) accepted between two atoms the topology bonds: covalent bonds are shorter
+#: than 2.7 Å (I–I).
+MAX_BOND_LENGTH = 3.0
 
 #: A file path, or one or more of them.
 PathLike = str | os.PathLike
@@ -266,6 +282,97 @@ def _orthogonal_box(dimensions: Any, frame: int) -> np.ndarray:
     return dims[:3]
 
 
+def _whole(positions: np.ndarray, box: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each molecule's first atom ``(f, m, 1, 3)`` and every atom's position relative to it at
+    the minimum image ``(f, m, a, 3)``: the molecule made whole."""
+    x = positions[:, index, :]                       # (f, m, a, 3)
+    first = x[:, :, :1, :]
+    b = box[:, None, None, :]
+    d = x - first
+    d -= b * np.round(d / b)                         # whole: minimum image around atom 0
+    return first, d
+
+
+def _water_sites(masses: np.ndarray) -> tuple[int, list[int], list[int]] | None:
+    """Positions in a molecule of water's oxygen, its two hydrogens and its massless sites;
+    ``None`` unless the masses are those of O, 2 H and massless sites."""
+    oxygen = int(np.argmax(masses))
+    hydrogens = [i for i, m in enumerate(masses) if abs(m - 1.008) < 0.1]
+    sites = [i for i, m in enumerate(masses) if m < 0.5]
+    if abs(masses[oxygen] - 15.999) > 0.1 or len(hydrogens) != 2 or len(sites) + 3 != len(masses):
+        return None
+    return oxygen, hydrogens, sites
+
+
+def can_check_molecules(masses: np.ndarray, bonds: np.ndarray | None, water: bool) -> bool:
+    """Whether :func:`check_molecules` checks anything for molecules of these atom ``masses``."""
+    return (water and _water_sites(masses) is not None) or (bonds is not None and len(bonds) > 0)
+
+
+def check_molecules(positions: np.ndarray, box: np.ndarray, index: np.ndarray, masses: np.ndarray, *,
+                    water: bool, bonds: np.ndarray | None = None, ids: np.ndarray | None = None,
+                    frames: Sequence[int] | None = None) -> None:
+    """Refuse atoms that do not form the topology's molecules in every frame.
+
+    Parameters
+    ----------
+    positions, box, index, masses
+        As for :func:`molecular_centres`.
+    water
+        Check water's O–H, H–H and massless-site distances (:data:`WATER_OH_RANGE`,
+        :data:`WATER_HH_RANGE`, :data:`WATER_SITE_MAX`) when the masses are water's.
+    bonds
+        ``(n_bonds, 2)`` atom indices of the topology's bonds: each at most
+        :data:`MAX_BOND_LENGTH` long (minimum image).
+    ids, frames
+        Atom ids and frame numbers for the message (default: index + 1, 0, 1, ...).
+
+    Raises
+    ------
+    ValueError
+        The first frame with a molecule that is not one: how many, which atoms, the distances.
+    """
+    n_frames, n_mol = len(positions), len(index)
+    ids = np.arange(positions.shape[1]) + 1 if ids is None else np.asarray(ids)
+    frames = list(range(n_frames)) if frames is None else list(frames)
+    cause = ("the trajectory's atoms are not in the topology's order, or the trajectory is not "
+             "of this topology")
+    water_sites = _water_sites(masses) if water else None
+    if water_sites is not None:
+        oxygen, (h1, h2), sites = water_sites
+        _, d = _whole(positions, box, index)
+
+        def distance(a: int, b: int) -> np.ndarray:
+            return np.linalg.norm(d[:, :, a] - d[:, :, b], axis=-1)          # (f, m)
+
+        oh = np.stack([distance(h1, oxygen), distance(h2, oxygen)], axis=-1)
+        hh = distance(h1, h2)
+        site = np.stack([distance(k, oxygen) for k in sites], axis=-1) if sites else np.zeros((n_frames, n_mol, 0))
+        bad = ((oh < WATER_OH_RANGE[0]) | (oh > WATER_OH_RANGE[1])).any(axis=-1) \
+            | (hh < WATER_HH_RANGE[0]) | (hh > WATER_HH_RANGE[1]) | (site > WATER_SITE_MAX).any(axis=-1)
+        if bad.any():
+            f, m = (int(v) for v in np.argwhere(bad)[0])
+            extra = (f", massless site(s) {', '.join(f'{v:.2f}' for v in site[f, m])} Å from O"
+                     if sites else "")
+            raise ValueError(
+                f"frame {frames[f]}: {int(bad[f].sum())} of {n_mol} molecules are not water "
+                f"molecules: molecule {m} (atom ids {', '.join(str(i) for i in ids[index[m]])}) has "
+                f"O-H {oh[f, m, 0]:.2f} and {oh[f, m, 1]:.2f} Å, H-H {hh[f, m]:.2f} Å{extra} "
+                f"(water: O-H {WATER_OH_RANGE[0]}-{WATER_OH_RANGE[1]} Å, H-H {WATER_HH_RANGE[0]}-"
+                f"{WATER_HH_RANGE[1]} Å, massless sites within {WATER_SITE_MAX} Å of O): {cause}")
+    if bonds is not None and len(bonds):
+        d = positions[:, bonds[:, 0]] - positions[:, bonds[:, 1]]
+        b = box[:, None, :]
+        length = np.linalg.norm(d - b * np.round(d / b), axis=-1)         # (f, n_bonds)
+        bad = length > MAX_BOND_LENGTH
+        if bad.any():
+            f, k = (int(v) for v in np.argwhere(bad)[0])
+            i, j = ids[bonds[k]]
+            raise ValueError(f"frame {frames[f]}: {int(bad[f].sum())} of {len(bonds)} bonds are "
+                             f"longer than {MAX_BOND_LENGTH} Å: atoms {i} and {j} are "
+                             f"{length[f, k]:.2f} Å apart: {cause}")
+
+
 def molecular_centres(positions: np.ndarray, box: np.ndarray, index: np.ndarray,
                       masses: np.ndarray) -> np.ndarray:
     """Centres of mass of whole molecules from (possibly broken) atom positions.
@@ -286,11 +393,7 @@ def molecular_centres(positions: np.ndarray, box: np.ndarray, index: np.ndarray,
     ndarray, shape (n_frames, n_molecules, 3)
         Centres of mass, each near its molecule's first atom.
     """
-    x = positions[:, index, :]                       # (f, m, a, 3)
-    first = x[:, :, :1, :]
-    b = box[:, None, None, :]
-    d = x - first
-    d -= b * np.round(d / b)                         # whole: minimum image around atom 0
+    first, d = _whole(positions, box, index)
     weights = masses / masses.sum()
     return first[:, :, 0, :] + np.einsum("fmak,a->fmk", d, weights)
 
@@ -349,8 +452,14 @@ def map_universe(universe: Any, *, start: int | None = None, stop: int | None = 
     index, masses = molecule_indices(universe, water_only=water_only)
     frames = range(*slice(start, stop, step).indices(universe.trajectory.n_frames))
     if len(frames) == 0:
-        raise ValueError(f"frames [{start}:{stop}:{step}] select nothing out of "
-                         f"{universe.trajectory.n_frames}")
+        raise ValueError(f"frames start={start}, stop={stop}, step={step} select nothing out of the "
+                         f"{universe.trajectory.n_frames} frame(s)")
+    bonds = np.asarray(universe.bonds.indices) if hasattr(universe, "bonds") and len(universe.bonds) else None
+    ids = getattr(universe.atoms, "ids", None)
+    if not can_check_molecules(masses, bonds, water_only):
+        logger.warning("the molecules have no bonds in the topology and are not water: their "
+                       "atoms cannot be checked to form molecules (atoms in another order than "
+                       "the topology's would give wrong centres)")
     n_atoms = len(universe.atoms)
     chunk = max(1, 2_000_000 // max(1, n_atoms))     # frames per block: bounds the memory used
     buffer = np.empty((min(chunk, len(frames)), n_atoms, 3))
@@ -363,6 +472,8 @@ def map_universe(universe: Any, *, start: int | None = None, stop: int | None = 
         times[i] = ts.time * units.FS_PER_PS
         if i % chunk == chunk - 1 or i == len(frames) - 1:
             lo = i - i % chunk
+            check_molecules(buffer[:i + 1 - lo], box[lo:i + 1], index, masses, water=water_only,
+                            bonds=bonds, ids=ids, frames=frames[lo:i + 1])
             centres[lo:i + 1] = molecular_centres(buffer[:i + 1 - lo], box[lo:i + 1], index, masses)
     tracks = unwrap_tracks(centres, box)
     traj = CGTrajectory(tracks, box, times, float(masses.sum()))

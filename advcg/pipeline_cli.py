@@ -27,7 +27,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from advcg.config import Config
@@ -66,8 +66,18 @@ def _naming(path: str, exc: ValueError) -> ValueError:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
+    from advcg.cli import config_bounds, number
+
     p.add_argument("--config", required=True, help="configuration YAML (the pipeline's resolved config)")
-    p.add_argument("--threads", type=int, default=None, help="torch and LAMMPS threads (default: config threads)")
+    p.add_argument("--threads", type=number(int, **config_bounds("threads")), default=None,
+                   help="torch and LAMMPS threads (default: config threads)")
+
+
+def _output(kind: str = "file", **checks: bool) -> Any:
+    """:func:`advcg.cli.output_path` (imported late: :mod:`advcg.cli` imports this module)."""
+    from advcg.cli import output_path
+
+    return output_path(kind, **checks)
 
 
 # -- state 0 -----------------------------------------------------------------------------------
@@ -87,7 +97,8 @@ def _register_state_init(sub: argparse._SubParsersAction) -> None:
                                    "temperature, timestep and seed.")
     _common(p)
     p.add_argument("--potential", required=True, help="initial potential JSON (advcg init)")
-    p.add_argument("--outdir", required=True, help="state directory to write (replaced whole)")
+    p.add_argument("--outdir", required=True, type=_output("directory", replaced=True),
+                   help="state directory to write (replaced whole)")
     p.set_defaults(func=_cmd_state_init)
 
 
@@ -109,7 +120,7 @@ def _register_simulate(sub: argparse._SubParsersAction) -> None:
     _common(p)
     p.add_argument("--state", required=True, help="training state directory of the round")
     p.add_argument("--aa-trajectory", required=True, help="mapped AA trajectory .npz (start frame, box)")
-    p.add_argument("--outdir", required=True, help="output directory")
+    p.add_argument("--outdir", required=True, type=_output("directory", lammps=True), help="output directory")
     p.set_defaults(func=_cmd_simulate)
 
 
@@ -135,7 +146,7 @@ def _register_features(sub: argparse._SubParsersAction) -> None:
     _common(p)
     p.add_argument("kind", choices=("aa", "cg"), help="AA trajectory or CG recording")
     p.add_argument("--input", required=True, help="mapped AA trajectory .npz (aa) or recording.npz (cg)")
-    p.add_argument("--output", required=True, help="features file (.pt)")
+    p.add_argument("--output", required=True, type=_output(), help="features file (.pt)")
     p.set_defaults(func=_cmd_features)
 
 
@@ -153,12 +164,15 @@ def _cmd_discriminate(args: argparse.Namespace) -> None:
 def _register_discriminate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("discriminate", help="train round k's discriminator (warm start from round k-1's)")
     _common(p)
-    p.add_argument("--round", type=int, required=True, help="round index k (seeds)")
+    from advcg.cli import number, upper_bound
+
+    p.add_argument("--round", type=number(int, at_least=0, **upper_bound("training.rounds")), required=True,
+                   help="round index k (seeds)")
     p.add_argument("--aa-features", required=True, help="AA features (.pt)")
     p.add_argument("--cg-features", required=True, help="CG features of round k (.pt)")
     p.add_argument("--previous", default=None, help="checkpoint of round k-1 (none: a fresh network)")
-    p.add_argument("--checkpoint", required=True, help="output checkpoint (.pt)")
-    p.add_argument("--log-json", required=True, help="output training log (.json)")
+    p.add_argument("--checkpoint", required=True, type=_output(), help="output checkpoint (.pt)")
+    p.add_argument("--log-json", required=True, type=_output(), help="output training log (.json)")
     p.set_defaults(func=_cmd_discriminate)
 
 
@@ -185,8 +199,9 @@ def _register_update(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--discriminator", required=True, help="round k's discriminator checkpoint")
     p.add_argument("--aa-trajectory", required=True, help="mapped AA trajectory .npz (probe start)")
     p.add_argument("--aa-observables", required=True, help="AA observables JSON (probe checks)")
-    p.add_argument("--out-state", required=True, help="state directory k+1 to write")
-    p.add_argument("--report", required=True, help="output update report (.json)")
+    p.add_argument("--out-state", required=True, type=_output("directory", replaced=True),
+                   help="state directory k+1 to write (replaced whole)")
+    p.add_argument("--report", required=True, type=_output(), help="output update report (.json)")
     p.set_defaults(func=_cmd_update)
 
 
@@ -201,6 +216,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def _register_evaluate(sub: argparse._SubParsersAction) -> None:
+    from advcg.cli import config_bounds, number
+
     p = sub.add_parser("evaluate", help="evaluation run of a state: observables and metrics vs AA",
                        description="Writes OUTDIR/metrics.json, observables.json, trajectory.npz "
                                    "and the exported model OUTDIR/model/.")
@@ -208,8 +225,8 @@ def _register_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--state", required=True, help="training state directory")
     p.add_argument("--aa-trajectory", required=True, help="mapped AA trajectory .npz")
     p.add_argument("--aa-observables", required=True, help="AA observables JSON (advcg observables)")
-    p.add_argument("--outdir", required=True, help="output directory")
-    p.add_argument("--run-ps", type=float, default=None,
+    p.add_argument("--outdir", required=True, type=_output("directory", lammps=True), help="output directory")
+    p.add_argument("--run-ps", type=number(**config_bounds("evaluation.run_ps"), unit="ps"), default=None,
                    help="length of the CG run, ps (default: the configuration's evaluation.run_ps)")
     p.set_defaults(func=_cmd_evaluate)
 
@@ -231,7 +248,7 @@ def _register_finalise(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--state", required=True, help="final training state directory")
     p.add_argument("--aa-trajectory", required=True, help="mapped AA trajectory .npz (box size of the deck)")
     p.add_argument("--metrics", required=True, help="evaluation metrics.json of the final state")
-    p.add_argument("--outdir", required=True, help="output directory")
+    p.add_argument("--outdir", required=True, type=_output("directory"), help="output directory")
     p.set_defaults(func=_cmd_finalise)
 
 
@@ -252,7 +269,7 @@ def _register_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--discriminator-logs", nargs="*", default=[], help="discriminator logs of rounds 0..R-1")
     p.add_argument("--update-reports", nargs="*", default=[], help="update reports of rounds 0..R-1")
     p.add_argument("--benchmarks", nargs="*", default=[], help="Snakemake benchmark TSV files")
-    p.add_argument("--outdir", required=True, help="output directory")
+    p.add_argument("--outdir", required=True, type=_output("directory"), help="output directory")
     p.set_defaults(func=_cmd_report)
 
 

@@ -96,31 +96,65 @@ class Windows:
         return self.positions.shape[2]
 
 
+#: The configuration keys of the :class:`WindowSpec` fields (:func:`advcg.config.build_config`).
+CONFIG_KEYS = {"n_lags": "windows.n_lags", "lag": "windows.lag_fs", "stride": "windows.stride_fs"}
+
+
+def _frames(interval: float, frame_dt: float) -> int | None:
+    """``interval`` in frames of ``frame_dt``; ``None`` unless a whole number >= 1."""
+    ratio = interval / frame_dt
+    return int(round(ratio)) if abs(ratio - round(ratio)) <= 1e-6 and round(ratio) >= 1 else None
+
+
+def check_frame_spacing(spec: WindowSpec, frame_dt: float | None, n_frames: int) -> None:
+    """Refuse a trajectory of ``n_frames`` frames ``frame_dt`` fs apart (``None`` for a single
+    frame) that windows of ``spec`` cannot be sliced from: frames coarser than the lag, a lag or
+    stride that is not a whole number of frames, fewer frames than one window. Messages give the numbers and the
+    configuration key to change (:data:`CONFIG_KEYS`).
+
+    Raises
+    ------
+    ValueError
+        Naming the key, its value, the frame spacing and the nearest values that would do.
+    """
+    n_lags, lag = CONFIG_KEYS["n_lags"], CONFIG_KEYS["lag"]
+    if n_frames < spec.n_lags + 1:
+        raise ValueError(f"windows: a window has n_lags + 1 = {spec.n_lags + 1} frames "
+                         f"({spec.duration} fs at lag {spec.lag} fs); the trajectory has "
+                         f"{n_frames} frame{'s' if n_frames != 1 else ''}")
+    if frame_dt > spec.lag * (1 + 1e-9):
+        raise ValueError(f"windows: the trajectory's frames are {frame_dt} fs apart, coarser than "
+                         f"the window lag {lag} = {spec.lag} fs: the windows need frames at most "
+                         f"{spec.lag} fs apart (set {lag} to a multiple of {frame_dt} fs, or give "
+                         f"a trajectory with frames closer together)")
+    for field in ("lag", "stride"):
+        value = getattr(spec, field)
+        if _frames(value, frame_dt) is None:
+            below = math.floor(value / frame_dt) * frame_dt
+            nearest = " or ".join(f"{v:g}" for v in (below, below + frame_dt) if v > 0)
+            raise ValueError(f"windows: {field} {value} fs is not a whole number of the "
+                             f"trajectory's {frame_dt} fs frame spacing ({value / frame_dt:.4g} "
+                             f"frames): set {CONFIG_KEYS[field]} to a multiple of {frame_dt} fs "
+                             f"(e.g. {nearest})")
+    span = spec.n_lags * _frames(spec.lag, frame_dt)
+    if span >= n_frames:
+        raise ValueError(f"windows: a window of {spec.duration} fs is longer than the trajectory "
+                         f"({round((n_frames - 1) * frame_dt, 6)} fs, {n_frames} frames): lower {n_lags} "
+                         f"or {lag}, or give a longer trajectory")
+
+
 def slice_windows(traj: CGTrajectory, spec: WindowSpec) -> Windows:
     """Slice ``traj`` into windows by slicing its MDAnalysis trajectory reader.
 
     Raises
     ------
     ValueError
-        The lag or stride is not a whole number of frames, or the trajectory is shorter than one
-        window.
+        See :func:`check_frame_spacing`.
     """
-    if traj.n_frames < spec.n_lags + 1:
-        raise ValueError(f"windows: a window has n_lags + 1 = {spec.n_lags + 1} frames "
-                         f"({spec.duration} fs at lag {spec.lag} fs); the trajectory has "
-                         f"{traj.n_frames} frame{'s' if traj.n_frames != 1 else ''}")
+    check_frame_spacing(spec, traj.timestep if traj.n_frames > 1 else None, traj.n_frames)
     frame_dt = traj.timestep
-    lag_frames = spec.lag / frame_dt
-    stride_frames = spec.stride / frame_dt
-    for name, value in (("lag", lag_frames), ("stride", stride_frames)):
-        if abs(value - round(value)) > 1e-6 or round(value) < 1:
-            raise ValueError(f"windows: {name} {getattr(spec, name)} fs is not a whole number of "
-                             f"the trajectory's {frame_dt} fs frame spacing")
-    lag_frames, stride_frames = int(round(lag_frames)), int(round(stride_frames))
+    lag_frames, stride_frames = _frames(spec.lag, frame_dt), _frames(spec.stride, frame_dt)
     span = spec.n_lags * lag_frames
-    if span >= traj.n_frames:
-        raise ValueError(f"windows: a window of {spec.duration} fs is longer than the trajectory "
-                         f"({(traj.n_frames - 1) * frame_dt} fs, {traj.n_frames} frames)")
     starts = np.arange(0, traj.n_frames - span, stride_frames)
     reader = traj.to_universe().trajectory
     # MDAnalysis holds coordinates in float32: ample for discriminator input (the estimator

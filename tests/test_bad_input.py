@@ -312,6 +312,11 @@ def model(tmp_path_factory) -> dict[str, Path]:
     spoilt("nan", lambda p: p["pair"]["coefficients"].__setitem__(7, float("nan")))
     spoilt("inf", lambda p: p["threebody"].__setitem__("epsilon", float("inf")))
     spoilt("negative_lambda", lambda p: p["threebody"].__setitem__("lambda", -1.0))
+    spoilt("typo", lambda p: p["threebody"].__setitem__("lamda", p["threebody"].pop("lambda")))
+    spoilt("unknown_top_level", lambda p: p.__setitem__("temperature", 300.0))
+    spoilt("absurd_kappa", lambda p: p["pair"]["wall"].__setitem__("kappa", 1e300))
+    spoilt("absurd_coefficient", lambda p: p["pair"]["coefficients"].__setitem__(2, -1e30))
+    spoilt("kilojoules", lambda p: p["units"].__setitem__("energy", "kJ/mol"))
     files["binary"] = d / "binary.json"
     files["binary"].write_bytes(b"\xff\xfe\x00\x01 not text")
     files["state"] = d / "state"
@@ -336,10 +341,45 @@ def test_bad_potential_files_are_named_with_the_key(model, tmp_path, caplog, nam
     assert_nothing_written(tmp_path / "state")
 
 
+@pytest.mark.parametrize("name, expected", [
+    ("typo", [r"typo\.json: unknown key 'threebody\.lamda' \(did you mean 'lambda'\?\)"]),
+    ("unknown_top_level", [r"unknown_top_level\.json: unknown key 'temperature'; known keys: format"]),
+    ("absurd_kappa", [r"absurd_kappa\.json: key 'pair\.wall\.kappa' = 1e\+300 is outside the physical "
+                      r"range 0 \.\. 1e\+06 kcal/\(mol Å²\)"]),
+    ("absurd_coefficient", [r"absurd_coefficient\.json: key 'pair\.coefficients\[2\]' = -1e\+30 is "
+                            r"outside the physical range -10000 \.\. 10000 kcal/mol"]),
+    ("kilojoules", [r"kilojoules\.json: key 'units\.energy' must be 'kcal/mol', got 'kJ/mol'"]),
+])
+def test_potential_files_are_read_as_strictly_as_the_configuration(model, tmp_path, caplog, name,
+                                                                   expected) -> None:
+    """Unknown keys (a typo would leave the default in force) and values outside physical ranges."""
+    assert_refused(*advcg(caplog, "export", "--parameters", model[name], "--outdir", tmp_path / "export"),
+                   *expected)
+    assert_nothing_written(tmp_path / "export")
+    assert_refused(*advcg(caplog, "state-init", "--config", TEST_CONFIG, "--potential", model[name],
+                          "--outdir", tmp_path / "state"), *expected)
+    assert_nothing_written(tmp_path / "state")
+
+
+def test_absurd_temperatures_are_refused_by_export_and_state_init(model, tmp_path, caplog, capsys) -> None:
+    """Finite but unphysical: 1e300 K on the command line and in the configuration."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["export", "--parameters", str(model["potential"]), "--outdir", str(tmp_path / "export"),
+                  "--temperature", "1e300"])
+    assert exit_info.value.code == 2
+    assert "argument --temperature: 1e300 is out of range: must be <= 1000 K" in capsys.readouterr().err
+    assert_nothing_written(tmp_path / "export")
+    config = _config(tmp_path, "hot", temperature=1e300)
+    assert_refused(*advcg(caplog, "state-init", "--config", config, "--potential", model["potential"],
+                          "--outdir", tmp_path / "state"),
+                   r"hot\.yaml: invalid configuration", r"temperature: 1e\+300 is greater than the maximum of 1000")
+    assert_nothing_written(tmp_path / "state")
+
+
 @pytest.mark.parametrize("option, value, expected", [
-    ("--temperature", "-5", r"temperature must be a finite number in \(0, 2000\], got -5\.0"),
+    ("--temperature", "-5", r"temperature must be a finite number in \(0, 1000\], got -5\.0"),
     ("--timestep", "-2", r"timestep must be a finite number in \(0, 50\], got -2\.0"),
-    ("--damp", "0", r"damp must be a finite number in \(0, 1e\+07\], got 0\.0"),
+    ("--damp", "0", r"damp must be a finite number in \(0, 1e\+06\], got 0\.0"),
     ("--seed", "0", "LAMMPS seeds must be positive integers, got 0"),
 ])
 def test_export_refuses_bad_options_before_writing(model, tmp_path, caplog, option, value, expected) -> None:

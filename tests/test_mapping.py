@@ -269,3 +269,90 @@ def test_empty_frame_selection(tmp_path, water):
     _write(_universe(water[1]), tmp_path / "w.gro", tmp_path / "w.xtc")
     with pytest.raises(ValueError, match="select nothing"):
         map_to_beads(tmp_path / "w.gro", tmp_path / "w.xtc", start=50)
+
+
+# -- what the topology calls a molecule must be one -------------------------------------------------
+def test_atoms_in_another_order_than_the_topology_are_refused(tmp_path, water):
+    """A trajectory written with its atoms permuted against the topology (same atom count, same
+    masses per position) used to map, with exit 0, to centres ~12 Å from the true ones."""
+    com, atoms = water
+    _write(_universe(atoms), tmp_path / "w.data", tmp_path / "unused.dcd", fmt="LAMMPS", molecule_tag=True)
+    permuted = np.random.default_rng(2).permutation(3 * N_MOL)
+    shuffled = _universe(atoms[:, permuted])   # atom k of the file is atom permuted[k] of the system
+    _write(shuffled, tmp_path / "unused.data", tmp_path / "shuffled.dcd", fmt="LAMMPS", molecule_tag=True)
+    pattern = (r"mapping \S+w\.data \+ \S+shuffled\.dcd: frame 0: \d+ of 27 molecules are not water "
+               r"molecules: molecule \d+ \(atom ids \d+, \d+, \d+\) has O-H \d+\.\d\d and \d+\.\d\d Å, "
+               r"H-H \d+\.\d\d Å \(water: O-H 0\.85-1\.15 Å, H-H 1\.35-1\.85 Å.*not in the topology's order")
+    with pytest.raises(ValueError, match=pattern):
+        map_to_beads(tmp_path / "w.data", tmp_path / "shuffled.dcd")
+    # not water: the topology's bonds are checked instead
+    with pytest.raises(ValueError, match=r"frame 0: \d+ of 54 bonds are longer than 3\.0 Å: atoms \d+ "
+                                         r"and \d+ are \d+\.\d\d Å apart"):
+        map_to_beads(tmp_path / "w.data", tmp_path / "shuffled.dcd", water_only=False)
+    out = tmp_path / "beads.npz"
+    assert cli.main(["map", "--topology", str(tmp_path / "w.data"), "--trajectory",
+                     str(tmp_path / "shuffled.dcd"), "--output", str(out)]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shuffled.dcd", "unused.data", "unused.dcd", "w.data"]
+
+
+def test_a_later_frame_with_atoms_out_of_order_is_refused(tmp_path, water):
+    """Every frame is checked: a dump whose atom lines lose their order half-way."""
+    com, atoms = water
+    reordered = atoms.copy()
+    reordered[5:] = atoms[5:, np.random.default_rng(4).permutation(3 * N_MOL)]
+    _write(_universe(reordered), tmp_path / "w.gro", tmp_path / "w.xtc")
+    with pytest.raises(ValueError, match=r"w\.xtc: frame 5: \d+ of 27 molecules are not water molecules"):
+        map_to_beads(tmp_path / "w.gro", tmp_path / "w.xtc")
+
+
+def test_a_molecule_split_across_the_box_maps_to_its_true_centre(tmp_path):
+    """Wrapped atoms of molecules whose centre sits on the box faces (some atoms at x ~ 0.5 Å,
+    the others wrapped to x ~ L - 0.5 Å): the beads are the true centres of mass."""
+    rng = np.random.default_rng(8)
+    n_frames = 3
+    grid = np.stack(np.meshgrid(*[np.arange(N_SIDE)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    com = np.broadcast_to(grid * BOX / N_SIDE, (n_frames, N_MOL, 3)).copy()   # molecule 0 at the corner
+    com += rng.normal(0, 0.05, com.shape)
+    local = GEOMETRY - MASSES @ GEOMETRY / MASSES.sum()
+    atoms = (com[:, :, None, :] + np.einsum("mij,aj->mai", _rotations(rng, N_MOL), local)[None])
+    wrapped = (atoms % BOX).reshape(n_frames, N_MOL, 3, 3)
+    assert (np.ptp(wrapped, axis=2) > BOX / 2).any(axis=-1).sum() >= 9 * n_frames  # really split
+    u = _universe(np.zeros((N_FRAMES, 3 * N_MOL, 3)))
+    u.load_new(atoms.reshape(n_frames, 3 * N_MOL, 3) % BOX, format=MemoryReader,
+               dimensions=[BOX, BOX, BOX, 90, 90, 90], dt=FRAME_DT_PS)
+    _write(u, tmp_path / "w.data", tmp_path / "w.dcd", fmt="LAMMPS", molecule_tag=True)
+    traj = map_to_beads(tmp_path / "w.data", tmp_path / "w.dcd")
+    offset = traj.positions - com
+    np.testing.assert_allclose(offset - BOX * np.round(offset / BOX), 0.0, atol=1e-4)
+
+
+def test_four_site_water_with_a_massless_site_maps_and_its_site_is_checked(tmp_path, water):
+    """TIP4P written by GROMACS: OW, HW1, HW2 and the massless MW 0.15 Å from O on the bisector."""
+    com, atoms = water
+    per = atoms.reshape(N_FRAMES, N_MOL, 3, 3)
+    bisector = per[:, :, 1:].mean(axis=2) - per[:, :, 0]
+    site = per[:, :, 0] + 0.15 * bisector / np.linalg.norm(bisector, axis=-1, keepdims=True)
+    four = np.concatenate([per, site[:, :, None]], axis=2)
+
+    def write(positions, name):
+        u = mda.Universe.empty(4 * N_MOL, n_residues=N_MOL, atom_resindex=np.repeat(np.arange(N_MOL), 4),
+                               trajectory=True)
+        u.add_TopologyAttr("names", ["OW", "HW1", "HW2", "MW"] * N_MOL)
+        u.add_TopologyAttr("resnames", ["SOL"] * N_MOL)
+        u.add_TopologyAttr("resids", np.arange(1, N_MOL + 1))
+        u.load_new(positions.reshape(N_FRAMES, 4 * N_MOL, 3) % BOX, format=MemoryReader,
+                   dimensions=[BOX, BOX, BOX, 90, 90, 90], dt=FRAME_DT_PS)
+        u.trajectory[0]
+        u.atoms.write(str(tmp_path / f"{name}.gro"))
+        with mda.Writer(str(tmp_path / f"{name}.xtc"), n_atoms=4 * N_MOL) as w:
+            for _ in u.trajectory:
+                w.write(u.atoms)
+
+    write(four, "tip4p")
+    _assert_tracks(map_to_beads(tmp_path / "tip4p.gro", tmp_path / "tip4p.xtc"), com, atol=0.01)
+    swapped = four.copy()
+    swapped[:, 3, 3], swapped[:, 4, 3] = four[:, 4, 3], four[:, 3, 3]   # two molecules' M sites
+    write(swapped, "swapped")
+    with pytest.raises(ValueError, match=r"frame 0: 2 of 27 molecules are not water molecules: "
+                                         r"molecule 3 .*massless site\(s\) \d+\.\d\d Å from O"):
+        map_to_beads(tmp_path / "tip4p.gro", tmp_path / "swapped.xtc")

@@ -65,11 +65,11 @@ class DeckLines:
 
 
 #: Physical ranges (exclusive lower, inclusive upper bound) of the values a dynamics holds: a
-#: value outside is a typo or a corrupt file, not a model.
-RANGES = {"temperature": (0.0, 2000.0),     # K
+#: value outside is a typo or a corrupt file, not a model (the configuration schema's bounds).
+RANGES = {"temperature": (0.0, 1000.0),     # K
           "timestep": (0.0, 50.0),          # fs
           "mass": (0.0, 1.0e4),             # g/mol
-          "damp": (0.0, 1.0e7)}             # fs
+          "damp": (0.0, 1.0e6)}             # fs
 
 
 def _check_positive(owner: str, name: str, value: Any) -> None:

@@ -18,6 +18,7 @@ and the three-body parameters.
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import math
@@ -595,6 +596,57 @@ class CGPotential(nn.Module):
 
 
 # -- validation of parameter files -------------------------------------------------------------------
+#: The keys of a parameter file, by section (the three-body section by variant); any other key is
+#: refused (a typo such as ``lamda`` would otherwise leave the default in force).
+_KEYS: dict[str, set[str]] = {
+    "": {"format", "version", "units", "pair", "threebody", "neighbor_skin"},
+    "units": {"lammps", "length", "energy", "angle"},
+    "pair": {"kind", "r_min", "r_cut", "spacing", "knots", "coefficients", "wall"},
+    "pair.wall": {"kind", "kappa"},
+    "threebody/sw": {"variant", "sigma", "a", "gamma", "epsilon", "lambda", "cos_theta0"},
+    "threebody/sw/angle/table": {"variant", "sigma", "a", "gamma", "knots", "coefficients"},
+}
+#: The one accepted value of each ``units`` key.
+_UNITS = {"lammps": "real", "length": "angstrom", "energy": "kcal/mol", "angle": "radian"}
+#: Physical range (inclusive; ``positive`` keys also > 0) and unit of every number, far wider than
+#: any CG water model: outside them a file is corrupt or written in other units. cos θ0 may pass
+#: ±1 a little (training moves it freely; g's minimum then lies at the end of the angles).
+_RANGES: dict[str, tuple[float, float, str]] = {
+    "pair.r_min": (0.0, 10.0, "Å"), "pair.r_cut": (0.0, 50.0, "Å"), "pair.spacing": (0.0, 5.0, "Å"),
+    "pair.coefficients": (-1e4, 1e4, "kcal/mol"), "pair.wall.kappa": (0.0, 1e6, "kcal/(mol Å²)"),
+    "threebody.sigma": (0.0, 10.0, "Å"), "threebody.a": (0.0, 50.0, "(units of sigma)"),
+    "threebody.gamma": (0.0, 100.0, "(dimensionless)"), "threebody.epsilon": (0.0, 1e3, "kcal/mol"),
+    "threebody.lambda": (-1e4, 1e4, "(dimensionless)"), "threebody.cos_theta0": (-2.0, 2.0, ""),
+    "threebody.coefficients": (-1e4, 1e4, "kcal/mol"), "neighbor_skin": (0.0, 10.0, "Å"),
+}
+
+
+def _check_keys(node: Any, section: str, source: str, known: str | None = None) -> None:
+    """Refuse keys of the object at ``section`` that are not in ``_KEYS[known or section]``."""
+    if not isinstance(node, dict):
+        raise PotentialFileError(f"{source}: key '{section}' must be a JSON object, got {node!r}")
+    allowed = _KEYS[known or section]
+    for key in sorted(set(node) - allowed):
+        name = f"{section}.{key}" if section else key
+        close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise PotentialFileError(f"{source}: unknown key '{name}'{hint}; known keys"
+                                 f"{' of ' + repr(section) if section else ''}: {', '.join(sorted(allowed))}")
+
+
+def _check_range(values: np.ndarray, key: str, source: str, elements: bool) -> None:
+    """Refuse values of ``key`` outside :data:`_RANGES`, naming the key (and the element, for
+    ``elements`` of a list)."""
+    if key not in _RANGES:
+        return
+    lo, hi, unit = _RANGES[key]
+    bad = np.nonzero((values < lo) | (values > hi))[0]
+    if bad.size:
+        name = f"{key}[{bad[0]}]" if elements else key
+        raise PotentialFileError(f"{source}: key '{name}' = {values[bad[0]]} is outside the "
+                                 f"physical range {lo:g} .. {hi:g} {unit}".rstrip())
+
+
 def _get(data: dict, key: str, source: str) -> Any:
     node: Any = data
     for part in key.split("."):
@@ -613,6 +665,7 @@ def _number(data: dict, key: str, source: str, positive: bool = False) -> float:
         raise PotentialFileError(f"{source}: key '{key}' is not finite ({value})")
     if positive and value <= 0:
         raise PotentialFileError(f"{source}: key '{key}' must be > 0, got {value}")
+    _check_range(np.array([value]), key, source, elements=False)
     return value
 
 
@@ -625,6 +678,7 @@ def _array(data: dict, key: str, source: str) -> np.ndarray:
     bad = np.nonzero(~np.isfinite(arr))[0]
     if bad.size:
         raise PotentialFileError(f"{source}: key '{key}[{bad[0]}]' is not finite ({arr[bad[0]]})")
+    _check_range(arr, key, source, elements=True)
     return arr
 
 
@@ -643,6 +697,7 @@ def _check_knots(knots: np.ndarray, lo: float, hi: float, key: str, source: str)
 def _parse(data: Any, source: str) -> CGPotential:
     if not isinstance(data, dict):
         raise PotentialFileError(f"{source}: top level must be a JSON object")
+    _check_keys(data, "", source)
     fmt = data.get("format")
     if fmt != FORMAT:
         raise PotentialFileError(f"{source}: key 'format' must be {FORMAT!r}, got {fmt!r}")
@@ -650,9 +705,16 @@ def _parse(data: Any, source: str) -> CGPotential:
     if version != FORMAT_VERSION:
         raise PotentialFileError(f"{source}: key 'version' must be {FORMAT_VERSION}, got {version!r}")
     units = _get(data, "units", source)
-    if not isinstance(units, dict) or units.get("lammps") != "real":
-        raise PotentialFileError(f"{source}: key 'units.lammps' must be 'real', got "
-                                 f"{units.get('lammps') if isinstance(units, dict) else units!r}")
+    _check_keys(units, "units", source)
+    for key, wanted in _UNITS.items():   # 'lammps' is required, the others are descriptive
+        if (key == "lammps" or key in units) and units.get(key) != wanted:
+            raise PotentialFileError(f"{source}: key 'units.{key}' must be {wanted!r}, got "
+                                     f"{units.get(key)!r}")
+    _check_keys(_get(data, "pair", source), "pair", source)
+    _check_keys(_get(data, "pair.wall", source), "pair.wall", source)
+    kind = _get(data, "pair.kind", source)
+    if kind != "cubic-bspline":
+        raise PotentialFileError(f"{source}: key 'pair.kind' must be 'cubic-bspline', got {kind!r}")
     r_min = _number(data, "pair.r_min", source, positive=True)
     r_cut = _number(data, "pair.r_cut", source, positive=True)
     if r_cut <= r_min:
@@ -679,6 +741,7 @@ def _parse(data: Any, source: str) -> CGPotential:
     if variant not in VARIANTS:
         raise PotentialFileError(f"{source}: key 'threebody.variant' is {variant!r}; "
                                  f"known variants: {', '.join(VARIANTS)}")
+    _check_keys(data["threebody"], "threebody", source, known=f"threebody/{variant}")
     constants = {name: _number(data, f"threebody.{name}", source, positive=True)
                  for name in ("sigma", "a", "gamma")}
     if variant == "sw":
