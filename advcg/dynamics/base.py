@@ -168,6 +168,9 @@ class CallbackIntegrator(ABC):
     """
 
     _FIX_ID = "advcg_dynamics"
+    #: Steps of Gaussian noise drawn at once by :meth:`step_noise` (the stream is the same as
+    #: one draw per step; a block saves the per-step call and allocation).
+    NOISE_BLOCK = 64
 
     def __init__(self, engine: Engine, dynamics: Dynamics, seed: int) -> None:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 1:
@@ -176,12 +179,27 @@ class CallbackIntegrator(ABC):
         self.dynamics = dynamics
         self.n_atoms = engine.n_atoms
         self.rng = np.random.default_rng(int(seed))
+        self._noise = np.empty((0,))
+        self._noise_next = 0
         masses = engine.lmp.numpy.extract_atom("mass")
         if masses is not None:
             lammps_mass = np.asarray(masses)[1:]
             if not np.allclose(lammps_mass, dynamics.mass, rtol=1e-12):
                 raise ValueError(f"LAMMPS type masses {lammps_mass} differ from the dynamics' mass "
                                  f"{dynamics.mass}")
+
+    def noise_shape(self) -> tuple[int, ...]:
+        """Shape of one step's standard normal draws, by atom id first (default ``(n_atoms, 3)``)."""
+        return (self.n_atoms, 3)
+
+    def step_noise(self) -> np.ndarray:
+        """This step's standard normal numbers, :meth:`noise_shape`, drawn by atom id: the same
+        numbers as one ``rng.standard_normal(shape)`` per step."""
+        if self._noise_next == len(self._noise):
+            self._noise = self.rng.standard_normal((self.NOISE_BLOCK, *self.noise_shape()))
+            self._noise_next = 0
+        self._noise_next += 1
+        return self._noise[self._noise_next - 1]
 
     @abstractmethod
     def external_forces(self, index: np.ndarray, velocities: np.ndarray) -> np.ndarray:

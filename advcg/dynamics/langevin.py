@@ -147,8 +147,10 @@ class LangevinIntegrator(CallbackIntegrator):
         self._sigma = math.sqrt(dynamics.noise_variance)
 
     def external_forces(self, index: np.ndarray, velocities: np.ndarray) -> np.ndarray:
-        noise = self.rng.standard_normal((self.n_atoms, 3))
-        return -self._friction * velocities + self._sigma * noise[index]
+        force = self.step_noise()[index]
+        force *= self._sigma
+        force -= self._friction * velocities
+        return force
 
 
 def reconstruct_noise(path: np.ndarray, forces: np.ndarray, gamma: float, mass: float,
