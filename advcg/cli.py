@@ -442,7 +442,7 @@ def _cmd_export(args: argparse.Namespace) -> None:
 
 
 def _register_export(sub: argparse._SubParsersAction) -> None:
-    from advcg.export import DEFAULT_TABLE_POINTS
+    from advcg.export import TABLE_FORCE_TOLERANCE
 
     p = sub.add_parser("export", help="write LAMMPS tables, .sw file and an input deck for a CG potential",
                        description="Reads a CG potential parameter file (JSON) and writes pair.table, "
@@ -465,7 +465,8 @@ def _register_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timestep", type=number(at_most=MAX_TIMESTEP_FS, unit="fs"), default=2.0,
                    help="fs (default 2)")
     p.add_argument("--table-points", type=number(int, at_least=3, at_most=MAX_TABLE_POINTS),
-                   default=DEFAULT_TABLE_POINTS, help=f"pair-table rows (default {DEFAULT_TABLE_POINTS})")
+                   default=None, help="pair-table rows (default: the fewest that keep LAMMPS's interpolated "
+                                      f"pair force within {TABLE_FORCE_TOLERANCE:g} of the spline's)")
     p.add_argument("--dynamics", default=None,
                    help="the model's dynamics.json (a training state's, or results/final's): its "
                         "kind, temperature, time step and learned values replace --temperature, "

@@ -43,12 +43,17 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["PairTableInfo", "ThreeBodyFiles", "ExportedModel", "write_pair_table",
            "write_threebody", "write_pair_include", "pair_commands", "write_deck", "export_model",
-           "box_length", "table_consistency_flags", "DEFAULT_TABLE_POINTS", "DEFAULT_TABLE_RLO", "DYNAMICS_MARKER",
+           "box_length", "table_consistency_flags", "table_points_for", "table_force_error",
+           "TABLE_FORCE_TOLERANCE", "DEFAULT_TABLE_RLO", "DYNAMICS_MARKER",
            "DEFAULT_ANGLE_POINTS", "PAIR_KEYWORD", "ANGLE_KEYWORD", "ELEMENT", "DECK_TEMPLATE"]
 
-#: Minimum number of pair-table rows (LAMMPS linear interpolation in r² then agrees with the
-#: spline to ~1e-7 relative in forces for water-like potentials).
-DEFAULT_TABLE_POINTS = 100000
+#: Largest relative error of the pair force LAMMPS interpolates from the table (linearly in r²,
+#: of F/r) against the spline's analytic force, where beads come (from ``r_min`` − 0.3 Å; forces
+#: below 1 kcal/(mol Å) count as 1): the default table has the fewest rows that meet it
+#: (:func:`table_points_for`).
+TABLE_FORCE_TOLERANCE = 1e-4
+#: How far below ``r_min`` (into the wall) the table's accuracy is checked, Å.
+TABLE_CHECK_BELOW_R_MIN = 0.3
 #: Preferred first r of the pair table, Å (the exact start is chosen in [0.5, 1] Å).
 DEFAULT_TABLE_RLO = 0.5
 #: Rows of the angle table, 0..180° (0.01° spacing).
@@ -215,15 +220,63 @@ def _choose_grid(potential: CGPotential, n_points: int, r_lo: float | None) -> t
                 if flags == 0:
                     return best
     assert best is not None
-    logger.warning("no pair-table grid with %d..%d rows and start in [0.5, 1] A passes LAMMPS's "
-                   "consistency check (phi has %d inflection points); using n=%d, r_lo=%r: "
-                   "LAMMPS will flag %d rows next to inflection points", n_points, sizes[-1],
-                   critical.size, best[0], best[1], best[2])
+    logger.info("no pair-table grid with %d..%d rows and start in [0.5, 1] A passes LAMMPS's "
+                "consistency check (phi has %d inflection points); using n=%d, r_lo=%r: LAMMPS will "
+                "flag %d rows next to inflection points (its warning says that is where flags are "
+                "expected; the rows hold the analytic values)", n_points, sizes[-1], critical.size,
+                best[0], best[1], best[2])
     return best
 
 
+def interpolated_force(potential: CGPotential, r_lo: float, n_points: int, r: np.ndarray) -> np.ndarray:
+    r"""The pair force LAMMPS's ``pair_style table linear n`` gives at ``r`` from an ``RSQ`` table
+    of ``n`` rows from ``r_lo`` to :math:`r_c` written by :func:`write_pair_table`: linear in
+    :math:`r^2` between rows of :math:`F/r`, times :math:`r`."""
+    grid = _rsq_grid(r_lo, potential.r_cut, n_points)
+    _, force = _pair_rows(potential, grid)
+    r = np.asarray(r, dtype=np.float64)
+    delta = (potential.r_cut ** 2 - r_lo ** 2) / (n_points - 1)
+    row = np.clip(((r * r - r_lo * r_lo) / delta).astype(np.int64), 0, n_points - 2)
+    fraction = (r * r - grid[row] ** 2) / delta
+    per_r = force / grid
+    return r * (per_r[row] + fraction * (per_r[row + 1] - per_r[row]))
+
+
+def table_force_error(potential: CGPotential, r_lo: float, n_points: int) -> float:
+    """Largest relative error of :func:`interpolated_force` against the analytic force at the
+    middle and quarter points (in r²) of every row interval from ``r_min`` −
+    :data:`TABLE_CHECK_BELOW_R_MIN` to r_c but the one that straddles ``r_min`` (forces below
+    1 kcal/(mol Å) count as 1). Away from the wall junction the force is smooth and the error
+    falls as the square of the row spacing."""
+    grid = _rsq_grid(r_lo, potential.r_cut, n_points)
+    r_min = potential.pair.r_min
+    # the interval that holds the wall junction r_min, where F has a kink, is left out:
+    # write_pair_table puts r_min on a row
+    smooth = ~((grid[:-1] < r_min) & (grid[1:] > r_min)) & (grid[1:] >= r_min - TABLE_CHECK_BELOW_R_MIN)
+    rsq = (grid[:-1, None] ** 2 + np.array([0.25, 0.5, 0.75]) * np.diff(grid ** 2)[:, None])[smooth]
+    r = np.sqrt(rsq.reshape(-1))
+    _, exact = _pair_rows(potential, r)
+    return float(np.max(np.abs(interpolated_force(potential, r_lo, n_points, r) - exact)
+                        / np.maximum(np.abs(exact), 1.0)))
+
+
+def table_points_for(potential: CGPotential, tolerance: float = TABLE_FORCE_TOLERANCE,
+                     r_lo: float = DEFAULT_TABLE_RLO) -> int:
+    """The fewest rows of an ``RSQ`` table from ``r_lo`` whose :func:`table_force_error` is at
+    most ``tolerance``. Linear interpolation's error falls as the square of the row spacing, so
+    the count is scaled from a coarse table's error and then raised by 5 % until it passes."""
+    if not (math.isfinite(tolerance) and tolerance > 0):
+        raise ValueError(f"table force tolerance must be > 0, got {tolerance}")
+    coarse = 1000
+    error = table_force_error(potential, r_lo, coarse)
+    n = max(3, math.ceil((coarse - 1) * math.sqrt(error / tolerance)) + 1)
+    while table_force_error(potential, r_lo, n) > tolerance:
+        n = math.ceil(1.05 * n)
+    return n
+
+
 def write_pair_table(potential: CGPotential, path: str | os.PathLike,
-                     n_points: int = DEFAULT_TABLE_POINTS, r_lo: float | None = None,
+                     n_points: int | None = None, r_lo: float | None = None,
                      keyword: str = PAIR_KEYWORD) -> PairTableInfo:
     r"""Write :math:`\phi` as a ``pair_style table`` file with ``RSQ`` spacing up to :math:`r_c`.
 
@@ -246,8 +299,9 @@ def write_pair_table(potential: CGPotential, path: str | os.PathLike,
     path
         Output file.
     n_points
-        Number of rows ``n``; when no start passes, ``n_points + 1`` ... ``n_points + 9`` are
-        tried too (the row count used is returned).
+        Number of rows ``n`` (default: :func:`table_points_for`, the fewest that keep the
+        interpolated force within :data:`TABLE_FORCE_TOLERANCE`); when no start passes,
+        ``n_points + 1`` ... ``n_points + 9`` are tried too (the row count used is returned).
     r_lo
         First r, Å, ``0 < r_lo < r_min``; chosen as above when ``None``.
     keyword
@@ -259,11 +313,15 @@ def write_pair_table(potential: CGPotential, path: str | os.PathLike,
         Use ``pair_style table linear {n_points}`` with the returned ``n_points``.
     """
     r_hi = potential.r_cut
+    if n_points is None:
+        n_points = table_points_for(potential)
     if n_points < 3:
         raise ValueError(f"a pair table needs at least 3 rows, got {n_points}")
     if r_lo is not None and not (0.0 < r_lo < potential.pair.r_min):
         raise ValueError(f"table r_lo must lie in (0, r_min = {potential.pair.r_min}), got {r_lo}")
     n, r_lo, _ = _choose_grid(potential, n_points, r_lo)
+    logger.info("pair table: %d rows, largest relative force error %.2g where beads come", n,
+                table_force_error(potential, r_lo, n))
     r = _rsq_grid(r_lo, r_hi, n)
     energy, force = _pair_rows(potential, r)
     lines = [f"# advcg CG pair potential: phi(r) cubic B-spline (r_min={potential.pair.r_min!r}, "
@@ -404,7 +462,7 @@ def box_length(n_beads: int, density: float) -> float:
     return float((n_beads / number_density(density)) ** (1.0 / 3.0))
 
 
-def _write_model_files(potential: CGPotential, outdir: Path, n_table: int, n_angle: int) -> ExportedModel:
+def _write_model_files(potential: CGPotential, outdir: Path, n_table: int | None, n_angle: int) -> ExportedModel:
     table = write_pair_table(potential, outdir / "pair.table", n_points=n_table)
     angle = outdir / "angle.table" if potential.variant == "sw/angle/table" else None
     threebody = write_threebody(potential, outdir / "threebody.sw", angle, n_angle=n_angle)
@@ -431,7 +489,7 @@ def _check_threebody(potential: CGPotential) -> None:
 
 def write_deck(potential: CGPotential, outdir: str | os.PathLike, n_beads: int, density: float,
                dynamics: Dynamics, seed: int, files: ExportedModel | None = None,
-               n_table: int = DEFAULT_TABLE_POINTS, n_angle: int = DEFAULT_ANGLE_POINTS,
+               n_table: int | None = None, n_angle: int = DEFAULT_ANGLE_POINTS,
                dump_every: int = 100, thermo_every: int = 100) -> Path:
     """Write ``outdir/cg_water.in``, a complete deck for plain ``lmp`` (run it inside ``outdir``).
 
@@ -456,7 +514,7 @@ def write_deck(potential: CGPotential, outdir: str | os.PathLike, n_beads: int, 
     files
         Model files written before (by :func:`export_model`); written here when ``None``.
     n_table, n_angle
-        Table resolutions when ``files`` is ``None``.
+        Table resolutions when ``files`` is ``None`` (``n_table`` ``None``: :func:`table_points_for`).
     dump_every, thermo_every
         Default output intervals (steps).
 
@@ -511,7 +569,7 @@ def write_deck(potential: CGPotential, outdir: str | os.PathLike, n_beads: int, 
 
 def export_model(potential: CGPotential, outdir: str | os.PathLike, dynamics: Dynamics,
                  n_beads: int = 512, density: float = 0.997, seed: int = 12345,
-                 n_table: int = DEFAULT_TABLE_POINTS, n_angle: int = DEFAULT_ANGLE_POINTS) -> ExportedModel:
+                 n_table: int | None = None, n_angle: int = DEFAULT_ANGLE_POINTS) -> ExportedModel:
     """Write everything: ``parameters.json``, ``pair.table``, ``threebody.sw`` (+ ``angle.table``),
     ``pair.in`` and ``cg_water.in`` (with ``dynamics``) in ``outdir``.
 

@@ -18,9 +18,12 @@ from advcg.cli import main
 from advcg.dynamics import LangevinDynamics
 from advcg.engine import Engine
 from advcg.export import (
+    TABLE_CHECK_BELOW_R_MIN,
+    TABLE_FORCE_TOLERANCE,
     ExportedModel,
     box_length,
     export_model,
+    interpolated_force,
     pair_commands,
     table_consistency_flags,
     write_deck,
@@ -58,11 +61,16 @@ def configuration() -> tuple[np.ndarray, float]:
     return random_box(512, 2.0, seed=11)
 
 
+#: A fine pair table: LAMMPS's interpolated forces then agree with torch's to ~1e-7 relative, and
+#: a grid that LAMMPS's consistency check passes exists among the candidates.
+FINE_TABLE = 100000
+
+
 @pytest.fixture(scope="module", params=VARIANTS)
 def exported(request, tmp_path_factory) -> tuple[CGPotential, ExportedModel]:
     potential = model(request.param)
     outdir = tmp_path_factory.mktemp(request.param.replace("/", "_"))
-    return potential, export_model(potential, outdir, DYNAMICS, seed=7)
+    return potential, export_model(potential, outdir, DYNAMICS, seed=7, n_table=FINE_TABLE)
 
 
 def write_data(path: Path, x: np.ndarray, length: float) -> None:
@@ -116,6 +124,38 @@ def test_pair_table_is_the_analytic_spline(exported) -> None:
     assert table_consistency_flags(rows[:, 1], rows[:, 2], rows[:, 3]).size == 0
     # r_min lies on a grid row: linear interpolation never straddles the wall junction
     assert np.min(np.abs(r - potential.pair.r_min)) < 1e-12
+
+
+def test_default_table_forces_in_lammps_are_within_the_tolerance(tmp_path: Path) -> None:
+    """The default table (the fewest rows within TABLE_FORCE_TOLERANCE): pairs of beads at 400
+    distances from r_min - 0.3 Å to r_c, each pair far from the others, run through LAMMPS's
+    ``pair_style table``: the force is the one interpolated_force predicts (to round-off) and
+    within the tolerance of the analytic spline force."""
+    potential = model("sw")
+    files = export_model(CGPotential(potential.pair, SWThreeBody(strength=0.0)), tmp_path / "model",
+                         DYNAMICS, n_beads=512, density=0.997)
+    assert files.pair_table.n_points < FINE_TABLE / 5
+    r = np.linspace(potential.pair.r_min - TABLE_CHECK_BELOW_R_MIN, potential.r_cut - 1e-3, 400)
+    spacing = 2.0 * potential.r_cut + 1.0          # one pair per cell of a cubic grid
+    cells = math.ceil(len(r) ** (1 / 3))
+    grid = np.stack(np.meshgrid(*[np.arange(cells)] * 3, indexing="ij"), -1).reshape(-1, 3)[:len(r)]
+    x = np.zeros((2 * len(r), 3))
+    x[0::2] = spacing * grid + 1.0
+    x[1::2] = x[0::2] + np.array([1.0, 0.0, 0.0]) * r[:, None]
+    length = spacing * cells
+    data = tmp_path / "pairs.data"
+    write_data(data, x, length)
+    with Engine("serial") as engine:
+        engine.commands(["units real", "atom_style atomic", "atom_modify map yes", "boundary p p p",
+                         "newton on", f"read_data {data}"] + pair_commands(files) + ["run 0"])
+        f_lammps = -engine.gather("f")[0::2, 0]     # the force on the first bead of each pair
+    _, dphi = potential.pair.evaluate(torch.tensor(r))
+    exact = -dphi.detach().numpy()
+    predicted = interpolated_force(potential, files.pair_table.r_lo, files.pair_table.n_points, r)
+    np.testing.assert_allclose(f_lammps, predicted, rtol=1e-9, atol=1e-9)
+    error = np.abs(f_lammps - exact) / np.maximum(np.abs(exact), 1.0)
+    print(f"{files.pair_table.n_points} rows: largest relative force error {error.max():.2e}")
+    assert error.max() <= TABLE_FORCE_TOLERANCE
 
 
 def test_threebody_files(exported) -> None:
