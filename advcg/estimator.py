@@ -199,7 +199,8 @@ def _baselines(losses: np.ndarray, kind: str) -> np.ndarray:
 
 def estimate_gradient(potential: torch.nn.Module, paths: np.ndarray, box: np.ndarray,
                       losses: np.ndarray, dynamics: Dynamics, spec: EstimatorSpec,
-                      auxiliary: dict[str, np.ndarray] | None = None) -> GradientEstimate:
+                      auxiliary: dict[str, np.ndarray] | None = None,
+                      forces: np.ndarray | None = None) -> GradientEstimate:
     """Estimate ∇ of the window average of per-bead ``losses`` w.r.t. ϑ = (θ, dynamics' own).
 
     Parameters
@@ -219,9 +220,14 @@ def estimate_gradient(potential: torch.nn.Module, paths: np.ndarray, box: np.nda
         The dynamics the paths were run with.
     auxiliary
         The dynamics' recorded state at every window step (``Recording.auxiliary``), if any.
+    forces : (n_windows, n_steps + 2, n_beads, 3), optional
+        The conservative forces LAMMPS had at every window step (``Recording.path_forces``): the
+        forces of the path law, not recomputed (else they are computed from ``potential``).
     """
     paths = np.asarray(paths, dtype=np.float64)
     losses = np.asarray(losses, dtype=np.float64)
+    if forces is not None and np.shape(forces) != paths.shape:
+        raise ValueError(f"estimator: forces must have the paths' shape {paths.shape}, got {np.shape(forces)}")
     n_windows, n_path, n_beads, _ = paths.shape
     if losses.shape != (n_windows, n_beads):
         raise ValueError(f"estimator: losses must be ({n_windows}, {n_beads}), got {losses.shape}")
@@ -266,9 +272,12 @@ def estimate_gradient(potential: torch.nn.Module, paths: np.ndarray, box: np.nda
             x = torch.as_tensor(paths[w, lo - 1:hi + 1])      # steps lo-1 .. hi
             inner = x[1:-1]
             geometry = potential.geometry(inner, box_t, neighbors=window_list.frames(lo - 1, hi - 1))
-            forces = potential.forces(inner, box_t, neighbors=geometry)
+            if forces is None:
+                step_forces = potential.forces(inner, box_t, neighbors=geometry)
+            else:
+                step_forces = torch.as_tensor(forces[w, lo:hi])
             aux = {name: torch.as_tensor(value[w, lo - 1:hi + 1]) for name, value in auxiliary.items()}
-            terms = dynamics.path_terms(x, forces, aux)
+            terms = dynamics.path_terms(x, step_forces, aux)
             # θ: Σ_n Σ_j A_j w^n·∂F/∂θ   and the unweighted global version, in one pass
             scaled = terms.force_weights
             both = potential.force_parameter_vjp(inner, box_t, torch.stack([weights_t * scaled, scaled]),

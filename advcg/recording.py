@@ -22,6 +22,7 @@ from advcg.io import save_npz
 #: Version of the ``.npz`` layout written by :meth:`Recording.save`.
 FORMAT_VERSION = 1
 _ARRAYS = ("frame_steps", "frames", "window_starts", "paths", "box")
+_FORCES = "path_forces"
 _AUX_PREFIX = "auxiliary."
 
 
@@ -40,7 +41,8 @@ class RecordPlan:
         Number of MD steps in each window; every step from ``start - 1`` to
         ``start + window_steps`` is kept (``window_steps + 2`` positions).
     record_forces
-        Also keep LAMMPS's conservative forces at every window step (diagnostics and tests).
+        Also keep LAMMPS's conservative forces at every window step: the estimator then uses
+        the forces the dynamics actually had instead of recomputing them.
     """
 
     frame_every: int = 0
@@ -95,8 +97,10 @@ class Recording:
     auxiliary: dict[str, np.ndarray] = field(default_factory=dict)
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the recording (not the diagnostic ``path_forces``) to a versioned ``.npz``."""
+        """Write the recording (with ``path_forces`` when it was recorded) to a versioned ``.npz``."""
         arrays = {name: getattr(self, name) for name in _ARRAYS}
+        if self.path_forces is not None:
+            arrays[_FORCES] = self.path_forces
         arrays.update({_AUX_PREFIX + name: value for name, value in self.auxiliary.items()})
         save_npz(path, format_version=np.int64(FORMAT_VERSION), timestep=np.float64(self.timestep),
                  lag_steps=np.int64(self.lag_steps), **arrays)
@@ -119,11 +123,12 @@ class Recording:
                              f"version {FORMAT_VERSION}: rerun the simulate stage")
         required = set(_ARRAYS) | {"timestep", "lag_steps"}
         missing = sorted(required - set(arrays))
-        unknown = sorted(k for k in set(arrays) - required if not k.startswith(_AUX_PREFIX))
+        unknown = sorted(k for k in set(arrays) - required - {_FORCES} if not k.startswith(_AUX_PREFIX))
         if missing or unknown:
             raise ValueError(f"CG recording {path}: missing arrays {missing}, unknown arrays {unknown}")
         auxiliary = {k[len(_AUX_PREFIX):]: arrays.pop(k) for k in list(arrays) if k.startswith(_AUX_PREFIX)}
         return cls(frame_steps=arrays["frame_steps"], frames=arrays["frames"],
-                   window_starts=arrays["window_starts"], paths=arrays["paths"], path_forces=None,
+                   window_starts=arrays["window_starts"], paths=arrays["paths"],
+                   path_forces=arrays.get(_FORCES),
                    box=arrays["box"], timestep=float(arrays["timestep"]),
                    lag_steps=int(arrays["lag_steps"]), auxiliary=auxiliary)

@@ -102,8 +102,9 @@ class RunPlan:
         Steps of the recorded run.
     frame_every
         Keep a frame every this many production steps (0: none).
-    window_starts, window_steps
-        Training windows (see :class:`~advcg.recording.RecordPlan`).
+    window_starts, window_steps, record_forces
+        Training windows, and whether LAMMPS's forces are kept with them (see
+        :class:`~advcg.recording.RecordPlan`).
     nve_production
         Run the production without thermostat (``fix nve`` only: constant energy) after the
         thermostatted equilibration; frames only (windows need the dynamics' path law).
@@ -116,6 +117,7 @@ class RunPlan:
     window_starts: tuple[int, ...] = ()
     window_steps: int = 0
     nve_production: bool = False
+    record_forces: bool = False
 
     def __post_init__(self) -> None:
         if self.nve_production and self.window_starts:
@@ -124,7 +126,8 @@ class RunPlan:
 
     @classmethod
     def evenly_spaced_windows(cls, n_windows: int, window_steps: int, spacing_steps: int,
-                              equilibration_steps: int, frame_every: int = 0) -> RunPlan:
+                              equilibration_steps: int, frame_every: int = 0,
+                              record_forces: bool = False) -> RunPlan:
         """``n_windows`` windows, one every ``spacing_steps`` (>= ``window_steps``)."""
         if spacing_steps < window_steps:
             raise ValueError(f"window spacing ({spacing_steps} steps) is shorter than a window "
@@ -133,7 +136,8 @@ class RunPlan:
         production = 2 + n_windows * spacing_steps
         if frame_every:
             production = frame_every * math.ceil(production / frame_every)
-        return cls(equilibration_steps, production, frame_every, starts, window_steps)
+        return cls(equilibration_steps, production, frame_every, starts, window_steps,
+                   record_forces=record_forces)
 
 
 @dataclass(kw_only=True)
@@ -214,7 +218,7 @@ def run_cg(engine: Engine, dynamics: Dynamics, seed: int, plan: RunPlan) -> Reco
                 plan.production_steps, len(plan.window_starts), plan.window_steps, plan.frame_every)
     return integrator.run(plan.production_steps, RecordPlan(
         frame_every=plan.frame_every, window_starts=plan.window_starts,
-        window_steps=plan.window_steps))
+        window_steps=plan.window_steps, record_forces=plan.record_forces))
 
 
 def recording_trajectory(recording: Recording, timestep: float, mass: float) -> CGTrajectory:

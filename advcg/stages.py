@@ -105,14 +105,16 @@ def run_model(state: TrainingState, aa: CGTrajectory, accelerator: str, model_di
 
 
 def _window_plan(n_windows: int, windows: WindowSpec, timestep: float, spacing_steps: int,
-                 equilibration_ps: float, frame_every: int = 0) -> tuple[RunPlan, int]:
+                 equilibration_ps: float, frame_every: int = 0,
+                 record_forces: bool = False) -> tuple[RunPlan, int]:
     """The run plan of ``n_windows`` training windows (one every ``spacing_steps``, at least a
     window length apart) after ``equilibration_ps``, and the window lag in steps."""
     lag_steps = windows.lag_steps(timestep)
     window_steps = windows.n_lags * lag_steps
     plan = RunPlan.evenly_spaced_windows(
         n_windows=n_windows, window_steps=window_steps, spacing_steps=max(window_steps, spacing_steps),
-        equilibration_steps=ps_to_steps(equilibration_ps, timestep), frame_every=frame_every)
+        equilibration_steps=ps_to_steps(equilibration_ps, timestep), frame_every=frame_every,
+        record_forces=record_forces)
     return plan, lag_steps
 
 
@@ -154,7 +156,8 @@ def simulate(state_dir: Path, aa_trajectory: Path, outdir: Path, *, windows: Win
     aa = CGTrajectory.load(aa_trajectory)
     dt = state.dynamics.timestep
     plan, lag_steps = _window_plan(training.windows_per_round, windows, dt,
-                                   ps_to_steps(training.window_spacing_ps, dt), training.equilibration_ps)
+                                   ps_to_steps(training.window_spacing_ps, dt), training.equilibration_ps,
+                                   record_forces=True)   # the estimator uses the forces LAMMPS had
     recording = run_model(state, aa, accelerator, Path(outdir) / "model", plan,
                           state.progress.round_seed(SIMULATE))
     recording.lag_steps = lag_steps
@@ -277,7 +280,8 @@ def update(state_dir: Path, recording_path: Path, cg_features_path: Path, discri
     model, _, _ = load_discriminator(discriminator)
     losses = generator_losses(model, load_features(cg_features_path))
     estimate = estimate_gradient(state.potential, recording.paths, recording.box, losses,
-                                 state.dynamics, training.estimator, recording.auxiliary)
+                                 state.dynamics, training.estimator, recording.auxiliary,
+                                 forces=recording.path_forces)
     estimated = time.perf_counter()
     aa, reference = CGTrajectory.load(aa_trajectory), load_observables_json(aa_observables)
     loaded = time.perf_counter()
