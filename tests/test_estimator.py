@@ -35,7 +35,14 @@ def windows(tmp_path_factory):
 
 
 def test_scores_have_zero_mean(windows):
-    """E[S] = 0 for the exact global score: a check of the noise law, σ² and the γ score's terms."""
+    """E[S] = 0 for the exact global score: a check of the noise law, σ² and the γ score's terms.
+
+    Spread behind the bounds, measured over 20 seeds (11 and 100-118, this test's settings, one
+    thread): the largest |z| over the ~30 sampled components is 3.20 ± 0.85 (up to 5.04: 12
+    windows give t-distributed means with heavy tails), so it is bounded at 6.0 (mean + 3.3 SD);
+    the log γ score's z is -0.05 ± 1.33 (-2.0 to 3.1), bounded at 4.5 (3.4 SD). A 2 % error in the
+    damping time moves that z from 0.58 to 20.7 (and -20.0 for 2 % less; seed 11): the test stays
+    sharp."""
     potential, rec = windows
     est = estimate_gradient(potential, rec.paths, rec.box, np.ones((len(rec.paths), N_BEADS)),
                             langevin(), EstimatorSpec(localisation_radius=math.inf,
@@ -47,9 +54,9 @@ def test_scores_have_zero_mean(windows):
     np.testing.assert_array_equal(mean[unsampled], 0.0)
     z = mean[~unsampled] / se[~unsampled]
     print("max |z| of the score means:", np.abs(z).max())
-    assert np.all(np.abs(z) < 4.5)
+    assert np.all(np.abs(z) < 6.0)
     # the γ score is large (N x steps x 3 terms), so its zero mean is a sharp test of σ²(γ)
-    assert abs(z[-1]) < 4.0
+    assert abs(z[-1]) < 4.5
 
 
 def test_lammps_forces_give_the_gradient_of_recomputed_forces(tmp_path):
