@@ -202,13 +202,13 @@ start_slurm() {
         /usr/sbin/slurmdbd
         wait_for 60 slurmdbd sacctmgr -n show cluster
     fi
-    # the cluster, the CPU partition's QOS, the account and its users: before slurmctld, which
-    # registers with slurmdbd
+    # the cluster, the CPU partition's QOS (its limit below), the account and its users: before
+    # slurmctld, which registers with slurmdbd
     if [[ -z $(sacctmgr -n -P show cluster "$CLUSTER" format=cluster) ]]; then
         sacctmgr -i add cluster "$CLUSTER" >/dev/null
     fi
     if [[ -z $(sacctmgr -n -P show qos cpuonly format=name) ]]; then
-        sacctmgr -i add qos cpuonly MaxTRESPerJob=gres/gpu=0 Flags=DenyOnLimit >/dev/null
+        sacctmgr -i add qos cpuonly Flags=DenyOnLimit >/dev/null
     fi
     if [[ -z $(sacctmgr -n -P show account "$ACCOUNT" format=account) ]]; then
         sacctmgr -i add account "$ACCOUNT" cluster="$CLUSTER" description="advcg tests" organization=advcg >/dev/null
@@ -226,12 +226,19 @@ start_slurm() {
     if ! running slurmd; then
         /usr/sbin/slurmd
     fi
+    # the QOS's GPU limit: the accounting database knows gres/gpu only once slurmctld has
+    # registered it (AccountingStorageTRES)
+    if [[ $(sacctmgr -n -P show qos cpuonly format=maxtres) != "gres/gpu=0" ]]; then
+        wait_for 60 "gres/gpu in the accounting database" gpu_tres_known
+        sacctmgr -i modify qos where name=cpuonly set MaxTRESPerJob=gres/gpu=0 >/dev/null
+    fi
     # the node may come back as DOWN from a previous run's saved state
     wait_for 60 "node $NODE" node_responds
     scontrol update nodename="$NODE" state=resume >/dev/null 2>&1 || true
     wait_for 60 "node $NODE idle" node_idle
 }
 
+gpu_tres_known() { sacctmgr -n -P show tres type=gres name=gpu format=name | grep -q gpu; }
 node_responds() { sinfo -h -n "$NODE" -o %T | grep -qvE '^(unknown|not_responding)'; }
 node_idle() { sinfo -h -n "$NODE" -o %T | grep -qE '^(idle|mixed|allocated)$'; }
 
