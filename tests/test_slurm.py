@@ -66,7 +66,7 @@ def cluster_problem() -> str | None:
                        f"account={ACCOUNT}", "format=user")
     except subprocess.TimeoutExpired as exc:
         return f"SLURM does not answer (`{' '.join(exc.cmd)}` timed out); {start}"
-    if sinfo.returncode != 0 or not re.search(r"^up (idle|mixed|allocated)", sinfo.stdout, re.M):
+    if sinfo.returncode != 0 or not re.search(r"^up (idle|mixed|allocated)$", sinfo.stdout, re.M):
         return f"no SLURM cluster with an idle node answers (sinfo: {sinfo.stdout.strip()!r}); {start}"
     if sacct.returncode != 0:
         return f"SLURM job accounting does not answer (sacct: {sacct.stdout.strip()!r}); {start}"

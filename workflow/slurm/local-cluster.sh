@@ -24,7 +24,6 @@ PACKAGES=(slurm-wlm slurmdbd munge mariadb-server)
 DB_NAME=slurm_acct_db
 DB_USER=slurm
 DB_PASS_FILE=/etc/slurm/.advcg-db-password
-RUN=/run/advcg-slurm
 MYSQL_SOCKET=/run/mysqld/mysqld.sock
 # daemons in start order; `down` stops them in reverse
 DAEMONS=(munged mariadbd slurmdbd slurmctld slurmd)
@@ -73,11 +72,14 @@ install_packages() {
         printf '#!/bin/sh\nexit 101\n' >"$policy"
         chmod 755 "$policy"
         own_policy=1
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
     fi
     apt-get update -q
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
-    ((own_policy)) && rm -f "$policy"
-    return 0
+    if ((own_policy)); then
+        rm -f "$policy"
+        trap - EXIT
+    fi
 }
 
 write_config() {
@@ -85,7 +87,7 @@ write_config() {
     cpus=$(nproc)
     # leave 2 GB of the machine's memory to the system
     memory=$(awk '/MemTotal/ {printf "%d", $2 / 1024 - 2048}' /proc/meminfo)
-    mkdir -p /etc/slurm /var/log/slurm /var/lib/slurm/slurmctld /var/lib/slurm/slurmd /run/slurm "$RUN"
+    mkdir -p /etc/slurm /var/log/slurm /var/lib/slurm/slurmctld /var/lib/slurm/slurmd /run/slurm
     chown slurm:slurm /var/log/slurm /var/lib/slurm/slurmctld /run/slurm
 
     cat >/etc/slurm/slurm.conf <<EOF
