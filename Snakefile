@@ -5,7 +5,7 @@
 #   snakemake --cores 2                                        # default config/config.yaml
 #   snakemake --cores 2 --configfile config/test.yaml          # the small test configuration
 #   snakemake --workflow-profile workflow/profiles/local       # local profile
-#   snakemake --workflow-profile workflow/profiles/slurm       # on a SLURM cluster (edit it first)
+#   snakemake --workflow-profile workflow/profiles/slurm --profile CLUSTER  # SLURM: docs/cluster.md
 
 configfile: "config/config.yaml"
 
