@@ -549,7 +549,7 @@ def write_deck(potential: CGPotential, outdir: str | os.PathLike, n_beads: int, 
               f"# {n_beads} beads, {density} g/cm^3 (box {length:.6f} A), T = {dynamics.temperature} K, "
               f"{dynamics.kind} dynamics ({described}), timestep = {dynamics.timestep} fs, "
               f"bead mass {dynamics.mass} g/mol",
-              "# CPU:",
+              "# CPU (add -sf omp -pk omp THREADS for the OpenMP versions of the styles that have one):",
               f"#   cd {outdir} && lmp -in cg_water.in -var nsteps N -var seed S",
               *accel, ""]
     settings = [f"variable        n_beads index {int(n_beads)}",
