@@ -430,7 +430,7 @@ def unwrap_tracks(centres: np.ndarray, box: np.ndarray) -> np.ndarray:
 def check_water_density(traj: CGTrajectory, limits: tuple[float, float] = WATER_DENSITY_RANGE) -> None:
     """Refuse a water trajectory whose mass density (g/cm³) leaves ``limits`` in any frame."""
     volume = np.prod(traj.box, axis=1)                                   # Å³, per frame
-    density = traj.n_beads * traj.mass / units.AVOGADRO / (volume * 1e-24)
+    density = units.mass_density(traj.n_beads, volume, traj.mass)
     lo, hi = limits
     bad = np.nonzero((density < lo) | (density > hi))[0]
     if bad.size:

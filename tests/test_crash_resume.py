@@ -3,10 +3,15 @@ part-way; every output it left is complete (written to a temporary file and rena
 absent or whole), and run again it gives exactly what an uninterrupted run gives (same seeds, same
 machine). The pipeline-level version (Snakemake killed
 mid-round, then resumed) is ``test_pipeline.py::test_kill_and_resume_gives_the_uninterrupted_result``.
+
+The kill comes when the stage has used 70 % of the CPU time of an uninterrupted run of itself,
+read from ``/proc``: wall-clock time would be at the mercy of the machine's other load (a
+reference run slowed by a busy machine once let the killed run finish first).
 """
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -56,12 +61,39 @@ def advcg(args: list[str]) -> subprocess.Popen:
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the running process ``pid`` (Linux ``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_to_end(args: list[str]) -> float:
-    started = time.perf_counter()
+    """Run ``advcg args`` to the end; its CPU time, s."""
+    before = children_cpu_seconds()
     proc = advcg(args)
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
-    return time.perf_counter() - started
+    return children_cpu_seconds() - before
+
+
+def kill_after_cpu_seconds(proc: subprocess.Popen, seconds: float) -> bool:
+    """SIGKILL ``proc``'s session once it has used ``seconds`` of CPU; False if it ended first."""
+    while proc.poll() is None:
+        try:
+            used = cpu_seconds(proc.pid)
+        except (FileNotFoundError, ProcessLookupError):
+            break
+        if used >= seconds:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return True
+        time.sleep(0.02)
+    return False
 
 
 def content(path: Path):
@@ -94,16 +126,12 @@ def test_a_stage_killed_part_way_leaves_no_partial_file_and_reruns_to_the_same_r
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(guard_overrides()))
     reference_args, reference_outputs = stage_command(stage, round_files, config, tmp_path / "reference")
-    duration = run_to_end(reference_args)
+    cpu = run_to_end(reference_args)
 
     args, outputs = stage_command(stage, round_files, config, tmp_path / "killed")
-    proc = advcg(args)
-    time.sleep(0.7 * duration)
-    if proc.poll() is not None:
-        pytest.fail(f"{stage} finished before it could be killed ({duration:.1f} s)")
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    print(f"{stage}: killed after {0.7 * duration:.1f} s of {duration:.1f} s")
+    if not kill_after_cpu_seconds(advcg(args), 0.7 * cpu):
+        pytest.fail(f"{stage} finished before it could be killed ({cpu:.1f} CPU s)")
+    print(f"{stage}: killed after {0.7 * cpu:.1f} of {cpu:.1f} CPU s")
     for path, reference in zip(outputs, reference_outputs):   # absent, or complete and right
         if path.exists():
             assert strip_timings(content(path)) == strip_timings(content(reference)), path

@@ -68,6 +68,10 @@ def test_features_invariant_to_rotation():
 
 
 def test_discriminator_separates_different_dynamics_only():
+    """Measured over 20 seeds (window and training seeds varied): validation accuracy on different
+    dynamics 0.848 ± 0.014 (lowest 0.8125), on the same dynamics 0.510 ± 0.019 (farthest from 0.5:
+    0.049); mean generator loss − log 2: 2.61 ± 0.27. Bounds: accuracy > 0.75 (7 SDs below the
+    mean, still 13 SDs above chance), |accuracy − 0.5| < 0.1 (5 SDs). The earlier 0.8 was 3.4 SDs."""
     torch.manual_seed(0)
     spec = FeatureSpec()
     slow = window_features(_liquid_windows(24, 0.30, 10))
@@ -76,7 +80,7 @@ def test_discriminator_separates_different_dynamics_only():
     model = Discriminator(spec.n_features(4))
     model.set_standardisation(slow)
     log, _ = train_discriminator(model, slow, fast, n_steps=200, batch_size=1024, seed=0)
-    assert log.val_accuracy > 0.8
+    assert log.val_accuracy > 0.75
     assert log.loss[-1] < log.loss[0]
     model2 = Discriminator(spec.n_features(4))
     model2.set_standardisation(slow)
