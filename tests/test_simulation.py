@@ -11,6 +11,9 @@ from helpers.systems import DAMP, N_BEADS, TEMPERATURE, run, water_like_potentia
 
 
 def test_nve_production_conserves_energy(tmp_path):
+    """Measured over 20 seeds: total-energy range 2.6e-4 ± 0.4e-4 kT per bead (largest 3.5e-4;
+    bound 1e-3), mean temperature +2.0 % ± 4.3 % from the Langevin equilibration's bath (largest
+    +12.1 %; bound 25 %, 5 SDs: 20 ps of 216 beads in NVE fluctuate that much)."""
     plan = RunPlan(equilibration_steps=1000, production_steps=2000, frame_every=100, nve_production=True)
     rec = run(water_like_potential(), DAMP, 3, plan, tmp_path)
     assert isinstance(rec, NVERecording)
@@ -19,7 +22,7 @@ def test_nve_production_conserves_energy(tmp_path):
     fluctuation = np.ptp(rec.total_energy) / kT_per_bead
     print(f"NVE: <T> {rec.temperature.mean():.1f} K, total-energy range {fluctuation:.2e} kT per bead")
     assert fluctuation < 1e-3
-    assert abs(rec.temperature.mean() / TEMPERATURE - 1) < 0.15
+    assert abs(rec.temperature.mean() / TEMPERATURE - 1) < 0.25
     assert np.all(np.isfinite(rec.frames))
 
 
