@@ -13,7 +13,7 @@ from helpers.systems import DAMP, N_BEADS, TEMPERATURE, run, water_like_potentia
 def test_nve_production_conserves_energy(tmp_path):
     """Measured over 20 seeds: total-energy range 2.6e-4 ± 0.4e-4 kT per bead (largest 3.5e-4;
     bound 1e-3), mean temperature +2.0 % ± 4.3 % from the Langevin equilibration's bath (largest
-    +12.1 %; bound 25 %, 5 SDs: 20 ps of 216 beads in NVE fluctuate that much)."""
+    +12.1 %; bound 25 %, 5 SDs: a 2 ps equilibration and 4 ps of NVE are that short)."""
     plan = RunPlan(equilibration_steps=1000, production_steps=2000, frame_every=100, nve_production=True)
     rec = run(water_like_potential(), DAMP, 3, plan, tmp_path)
     assert isinstance(rec, NVERecording)
